@@ -1,12 +1,14 @@
-"""The package logger: ``logging.getLogger('paddlex_seg')`` with a plain stdout handler.
+"""The package logger: ``logging.getLogger('paddlex_seg')``, INFO to stdout.
 
-A handler is added only when the application has not configured logging itself.
+It has its own handler and does not propagate, because Paddle installs a root
+handler at import that would otherwise hide INFO lines. Reconfigure it (level,
+handlers) like any logger.
 """
 import logging
 import sys
 
 logger = logging.getLogger("paddlex_seg")
-if not logger.handlers and not logging.getLogger().handlers:
+if not logger.handlers:
     _handler = logging.StreamHandler(sys.stdout)
     _handler.setFormatter(logging.Formatter("%(asctime)s [%(levelname)s] %(message)s", "%Y-%m-%d %H:%M:%S"))
     logger.addHandler(_handler)

@@ -1,0 +1,436 @@
+"""The user-facing model classes: DeepLabV3P, BiSeNetV2, UNet, HRNet, FastSCNN.
+
+A model class only validates its constructor arguments (they are recorded in
+``model.yml``) and turns them into ``(net, loss)``; every method hands off to
+``engine/`` (train, evaluate, predict) or ``checkpoint`` (save, load_model).
+Constructor signatures follow PaddleX 2.x's ``paddlex.seg`` API.
+"""
+import copy
+import os
+
+import numpy as np
+import paddle
+
+from . import checkpoint, models
+from .data import transforms as T
+from .engine.evaluate import evaluate_net
+from .engine.infer import forward_scores, restore_tensor_to_input, same_shape_runs
+from .engine.train import TrainConfig, Trainer, default_optimizer
+from .log import logger
+from .models.backbones.registry import check_backbone_name
+from .models.losses import MultiLogitLoss, build_loss
+
+__all__ = ["BaseSegmenter", "DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN", "load_model"]
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_choice(name, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{name}={value!r} is not supported; allowed values: "
+                         f"{', '.join(map(repr, allowed))}")
+
+
+class BaseSegmenter:
+    """What every model class shares. Subclasses define ``build_net``.
+
+    Attributes:
+        net (paddle.nn.Layer): the network; returns a list of logits.
+        loss (paddle.nn.Layer): ``loss(logits, labels)`` over all logits the net returns.
+        labels (list[str]): class names, from the training data set's label list.
+        eval_transforms (Compose|None): what ``predict`` applies when given none.
+        status (str): 'Normal', 'Pruned' or 'Quantized'.
+    """
+
+    # Pretrained weight names this class accepts for ``train(pretrain_weights=...)``.
+    pretrain_choices = ("CITYSCAPES",)
+    # Loss weight of each logit the network returns in training (main one first).
+    logit_coefs = (1.0,)
+
+    def __init__(self, num_classes, use_mixed_loss, **net_params):
+        _check_int("num_classes", num_classes, 2)
+        self.num_classes = int(num_classes)
+        self.use_mixed_loss = use_mixed_loss
+        self.init_params = {"num_classes": self.num_classes, "use_mixed_loss": use_mixed_loss,
+                            **net_params}
+        for key, value in net_params.items():
+            setattr(self, key, value)
+        self.model_name = type(self).__name__
+        self.labels = []
+        self.eval_transforms = None
+        self.status = "Normal"
+        self.best_accuracy = -1.0
+        self.best_model_epoch = -1
+        self.eval_metrics = None
+        self.net = self.build_net()
+        self.loss = MultiLogitLoss(build_loss(use_mixed_loss), list(self.logit_coefs))
+
+    def build_net(self):
+        raise NotImplementedError
+
+    # === Training ===
+    def train(self, num_epochs, train_dataset, train_batch_size=2, eval_dataset=None,
+              optimizer=None, save_interval_epochs=1, log_interval_steps=2, save_dir="output",
+              pretrain_weights="CITYSCAPES", learning_rate=0.01, lr_decay_power=0.9,
+              early_stop=False, early_stop_patience=5, use_vdl=True, resume_checkpoint=None,
+              use_amp=False):
+        """Train the network (PaddleX 2.x ``train``).
+
+        Args:
+            num_epochs (int): epochs to train (in all, when resuming).
+            train_dataset (SegDataset): training data, with transforms.
+            train_batch_size (int): batch size per process. Default 2.
+            eval_dataset (SegDataset|None): evaluated every ``save_interval_epochs``;
+                its transforms become the model's eval transforms.
+            optimizer (paddle.optimizer.Optimizer|None): used as given; None builds
+                Momentum(0.9) with L2 decay 4e-5 and PolynomialDecay over all steps.
+            save_interval_epochs (int): evaluate and save ``epoch_N/`` this often.
+            log_interval_steps (int): a log line every this many steps.
+            save_dir (str): where checkpoints, ``best_model/`` and ``vdl_log/`` go.
+            pretrain_weights (str|None): a ``.pdparams`` path, a name from
+                ``pretrain_choices``, or None (from scratch). Ignored when resuming.
+            learning_rate (float): initial LR of the default optimizer.
+            lr_decay_power (float): power of the default polynomial decay.
+            early_stop (bool): stop when mIoU has not improved for
+                ``early_stop_patience`` evaluations.
+            use_vdl (bool): write VisualDL scalars under ``save_dir/vdl_log``.
+            resume_checkpoint (str|None): an ``epoch_N`` (or ``best_model``) directory
+                of an earlier run; restores weights, optimizer, LR position and epoch.
+            use_amp (bool): automatic mixed precision (fp16 with dynamic loss scaling on
+                GPU, bfloat16 on CPU). An addition to PaddleX's API.
+        """
+        _check_int("num_epochs", num_epochs, 1)
+        _check_int("train_batch_size", train_batch_size, 1)
+        _check_int("save_interval_epochs", save_interval_epochs, 1)
+        _check_int("log_interval_steps", log_interval_steps, 1)
+        _check_int("early_stop_patience", early_stop_patience, 1)
+        if optimizer is not None and not isinstance(optimizer, paddle.optimizer.Optimizer):
+            raise ValueError(f"optimizer must be a paddle.optimizer.Optimizer or None, got {type(optimizer).__name__}")
+        if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
+        self._check_dataset("train_dataset", train_dataset, need_labels=True)
+        if eval_dataset is not None:
+            self._check_dataset("eval_dataset", eval_dataset, need_labels=True)
+            if eval_dataset.transforms is None:
+                raise ValueError("eval_dataset has no transforms; give it eval transforms "
+                                 "(e.g. T.Compose([T.Normalize()]))")
+        if resume_checkpoint is not None:
+            checkpoint.read_model_yml(resume_checkpoint)  # fail early on a bad path
+            self._check_resume_compatible(resume_checkpoint)
+        elif pretrain_weights is not None:
+            self._load_pretrained(pretrain_weights)
+
+        self.labels = list(train_dataset.labels)
+        if eval_dataset is not None:
+            self.eval_transforms = copy.deepcopy(eval_dataset.transforms)
+        on_gpu = "gpu" in paddle.get_device()
+        config = TrainConfig(
+            num_epochs=num_epochs, train_batch_size=train_batch_size,
+            save_interval_epochs=save_interval_epochs, log_interval_steps=log_interval_steps,
+            save_dir=save_dir, early_stop=early_stop, early_stop_patience=early_stop_patience,
+            use_vdl=use_vdl, use_amp=use_amp, amp_dtype="float16" if on_gpu else "bfloat16")
+        if optimizer is None:
+            parameters = self.net.parameters()
+
+            def optimizer(steps_per_epoch):
+                return default_optimizer(parameters, learning_rate, num_epochs,
+                                         steps_per_epoch, lr_decay_power)
+        # Optimizer accumulators get names from Paddle's global name counter; a fresh
+        # counter makes them identical in every run, so a saved model.pdopt always loads.
+        with paddle.utils.unique_name.guard():
+            trainer = Trainer(self, train_dataset, eval_dataset, optimizer, config, self._save_checkpoint)
+            if resume_checkpoint is not None:
+                trainer.resume(resume_checkpoint)
+            state = trainer.run()
+        self.best_accuracy, self.best_model_epoch = state.best_accuracy, state.best_model_epoch
+        return state
+
+    def _check_dataset(self, name, dataset, need_labels):
+        for attr in ("samples", "labels", "transforms", "num_workers"):
+            if not hasattr(dataset, attr):
+                raise ValueError(f"{name} must be a paddlex_seg.SegDataset, got {type(dataset).__name__}")
+        if need_labels and any(label is None for _, label in dataset.samples):
+            raise ValueError(f"{name} ({dataset.file_list}) has images without labels")
+        dataset.set_num_classes(self.num_classes)  # label values are checked against it
+
+    def _check_resume_compatible(self, path):
+        info = checkpoint.read_model_yml(path)
+        if info["Model"] != self.model_name or info.get("_init_params") != _plain(self.init_params):
+            raise ValueError(
+                f"resume_checkpoint {path!r} was written by {info['Model']}"
+                f"({info.get('_init_params')}), which differs from this "
+                f"{self.model_name}({_plain(self.init_params)})")
+
+    def _load_pretrained(self, pretrain_weights):
+        from .weights import load_pretrained_weights, resolve_pretrain_weights
+        path = resolve_pretrain_weights(self.pretrain_key(), pretrain_weights, self.pretrain_choices)
+        if path is not None:
+            load_pretrained_weights(self.net, path)
+
+    def pretrain_key(self):
+        """The key of this model's entries in the pretrained-weight table."""
+        return self.model_name
+
+    # === Evaluation and prediction ===
+    def evaluate(self, eval_dataset, batch_size=1, return_details=False):
+        """Metrics on a labelled data set (PaddleX 2.x ``evaluate``).
+
+        Returns:
+            dict: miou, category_iou, oacc, category_acc, kappa, category_F1-score;
+            with ``return_details`` a tuple (metrics, {'confusion_matrix': list of lists}).
+        """
+        _check_int("batch_size", batch_size, 1)
+        self._check_dataset("eval_dataset", eval_dataset, need_labels=True)
+        transforms = eval_dataset.transforms or self.eval_transforms
+        if transforms is None:
+            raise ValueError("eval_dataset has no transforms and the model has no eval transforms")
+        metrics, cm = evaluate_net(self.net, eval_dataset, self.num_classes, transforms,
+                                   batch_size=batch_size, num_workers=eval_dataset.num_workers)
+        if return_details:
+            return metrics, {"confusion_matrix": cm.tolist()}
+        return metrics
+
+    def predict(self, img_file, transforms=None):
+        """Predict one image or a list (PaddleX 2.x ``predict``).
+
+        Args:
+            img_file (str|np.ndarray|list): image path(s) or HWC BGR array(s).
+            transforms (Compose|None): defaults to the model's eval transforms.
+
+        Returns:
+            dict | list[dict]: ``label_map`` (H, W) uint8 class ids and ``score_map``
+            (H, W, C) float32 probabilities, at the input image's size.
+        """
+        transforms = transforms or self.eval_transforms
+        if transforms is None:
+            raise ValueError("predict needs transforms: the model has no eval transforms "
+                             "(train it with an eval_dataset, or pass transforms=...)")
+        single = not isinstance(img_file, (list, tuple))
+        images = [img_file] if single else list(img_file)
+        if not images:
+            raise ValueError("img_file is an empty list")
+        samples = [transforms({"image": _read_input_image(im), "trans_info": []}) for im in images]
+        results = [None] * len(samples)
+        self.net.eval()
+        for indices, batch in same_shape_runs([s["image"] for s in samples]):
+            scores = forward_scores(self.net, batch)
+            for j, i in enumerate(indices):
+                restored = restore_tensor_to_input(scores[j:j + 1], samples[i]["trans_info"])[0]
+                score_map = restored.transpose([1, 2, 0]).numpy()
+                results[i] = {"label_map": score_map.argmax(axis=2).astype("uint8"),
+                              "score_map": score_map.astype("float32")}
+        return results[0] if single else results
+
+    # === Saving ===
+    def model_info(self):
+        """The content of model.yml (plain types only)."""
+        return {
+            "version": _package_version(),
+            "Model": self.model_name,
+            "_init_params": _plain(self.init_params),
+            "status": self.status,
+            "labels": list(self.labels),
+            "num_classes": self.num_classes,
+            "Transforms": self.eval_transforms.to_config() if self.eval_transforms else None,
+            "best_accuracy": float(self.best_accuracy),
+            "best_model_epoch": int(self.best_model_epoch),
+            "metrics": _plain(self.eval_metrics),
+        }
+
+    def save(self, save_dir):
+        """Write ``save_dir`` (model.yml + model.pdparams) atomically; returns its path."""
+        path = checkpoint.write_model_dir(save_dir, self.model_info(), self.net.state_dict())
+        logger.info(f"Model saved in {path}")
+        return path
+
+    save_model = save  # PaddleX 2.x name
+
+    def _save_checkpoint(self, path, optimizer, train_state, metrics):
+        self.eval_metrics = metrics
+        info = self.model_info()
+        info["train_state"] = train_state.to_dict()
+        checkpoint.write_model_dir(path, info, self.net.state_dict(), optimizer.state_dict())
+
+
+def _package_version():
+    from . import __version__
+    return __version__
+
+
+def _plain(obj):
+    """Tuples → lists, numpy scalars → Python, recursively (for YAML and comparisons)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _read_input_image(image):
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"an image array must be HWC with 3 channels (BGR), got shape {image.shape}")
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        from .data.dataset import read_image
+        return read_image(os.fspath(image))
+    raise ValueError(f"img_file entries must be paths or numpy arrays, got {type(image).__name__}")
+
+
+# === The model classes ===
+
+class DeepLabV3P(BaseSegmenter):
+    """DeepLabV3+ (Chen et al., ECCV 2018) on a ResNet_vd backbone.
+
+    Args:
+        num_classes (int): number of classes. Default 2.
+        backbone (str): 'ResNet50_vd' or 'ResNet101_vd'. Default 'ResNet50_vd'.
+        use_mixed_loss (bool|list): False → CrossEntropy; True → 0.8·CE + 0.2·Lovász;
+            or a list of (loss name, weight).
+        output_stride (int): 8 or 16. Default 8.
+        backbone_indices (tuple): (low-level, high-level) feature indices. Default (0, 3).
+        aspp_ratios (tuple): ASPP dilation rates. Default (1, 12, 24, 36).
+        aspp_out_channels (int): ASPP output channels. Default 256.
+        align_corners (bool): interpolation setting. Default False.
+    """
+    pretrain_choices = ("CITYSCAPES", "PascalVOC", "IMAGENET")
+    backbones = ("ResNet50_vd", "ResNet101_vd")
+
+    def __init__(self, num_classes=2, backbone="ResNet50_vd", use_mixed_loss=False, output_stride=8,
+                 backbone_indices=(0, 3), aspp_ratios=(1, 12, 24, 36), aspp_out_channels=256,
+                 align_corners=False):
+        _check_choice("backbone", backbone, self.backbones)
+        check_backbone_name(backbone)
+        _check_choice("output_stride", output_stride, (8, 16))
+        if len(tuple(backbone_indices)) != 2:
+            raise ValueError(f"backbone_indices must hold 2 indices (low-level, high-level), got {backbone_indices!r}")
+        _check_int("aspp_out_channels", aspp_out_channels, 1)
+        super().__init__(num_classes, use_mixed_loss, backbone=backbone, output_stride=output_stride,
+                         backbone_indices=tuple(backbone_indices), aspp_ratios=tuple(aspp_ratios),
+                         aspp_out_channels=aspp_out_channels, align_corners=align_corners)
+
+    def build_net(self):
+        # PaddleX trains the whole network at one learning rate: no per-stage multipliers.
+        backbone = models.get_backbone(self.backbone, output_stride=self.output_stride,
+                                       lr_mult_list=(1.0, 1.0, 1.0, 1.0))
+        return models.DeepLabV3P(self.num_classes, backbone, backbone_indices=self.backbone_indices,
+                                 aspp_ratios=self.aspp_ratios, aspp_out_channels=self.aspp_out_channels,
+                                 align_corners=self.align_corners)
+
+    def pretrain_key(self):
+        return f"{self.model_name}_{self.backbone}"
+
+
+class BiSeNetV2(BaseSegmenter):
+    """BiSeNet V2 (Yu et al., 2020): a fast two-branch real-time network.
+
+    Args:
+        num_classes (int): number of classes. Default 2.
+        use_mixed_loss (bool|list): see DeepLabV3P.
+        align_corners (bool): interpolation setting. Default False.
+    """
+    logit_coefs = (1.0,) * 5  # main head + 4 auxiliary heads in training
+
+    def __init__(self, num_classes=2, use_mixed_loss=False, align_corners=False):
+        super().__init__(num_classes, use_mixed_loss, align_corners=align_corners)
+
+    def build_net(self):
+        return models.BiSeNetV2(self.num_classes, align_corners=self.align_corners)
+
+
+class UNet(BaseSegmenter):
+    """U-Net (Ronneberger et al., MICCAI 2015).
+
+    Args:
+        num_classes (int): number of classes. Default 2.
+        use_mixed_loss (bool|list): see DeepLabV3P.
+        use_deconv (bool): upsample with transposed convolutions instead of bilinear.
+        align_corners (bool): interpolation setting. Default False.
+    """
+
+    def __init__(self, num_classes=2, use_mixed_loss=False, use_deconv=False, align_corners=False):
+        super().__init__(num_classes, use_mixed_loss, use_deconv=use_deconv, align_corners=align_corners)
+
+    def build_net(self):
+        return models.UNet(self.num_classes, use_deconv=self.use_deconv, align_corners=self.align_corners)
+
+
+class HRNet(BaseSegmenter):
+    """HRNet (Wang et al., TPAMI 2020) with an FCN head.
+
+    Args:
+        num_classes (int): number of classes. Default 2.
+        width (int|str): 18, 30, 32, 40, 44, 48, 60, 64, or '18_Small_V1' / '18_Small_V2'.
+        use_mixed_loss (bool|list): see DeepLabV3P.
+        align_corners (bool): interpolation setting. Default False.
+    """
+    pretrain_choices = ("CITYSCAPES", "PascalVOC")
+    widths = (18, 30, 32, 40, 44, 48, 60, 64, "18_Small_V1", "18_Small_V2")
+
+    def __init__(self, num_classes=2, width=48, use_mixed_loss=False, align_corners=False):
+        _check_choice("width", width, self.widths)
+        super().__init__(num_classes, use_mixed_loss, width=width, align_corners=align_corners)
+
+    def build_net(self):
+        backbone = models.get_backbone(f"HRNet_W{self.width}", align_corners=self.align_corners)
+        return models.FCN(self.num_classes, backbone, align_corners=self.align_corners)
+
+    def pretrain_key(self):
+        return f"{self.model_name}_W{self.width}"
+
+
+class FastSCNN(BaseSegmenter):
+    """Fast-SCNN (Poudel et al., BMVC 2019).
+
+    Args:
+        num_classes (int): number of classes. Default 2.
+        use_mixed_loss (bool|list): see DeepLabV3P.
+        align_corners (bool): interpolation setting. Default False.
+    """
+    logit_coefs = (1.0, 0.4)  # main head + auxiliary head in training
+
+    def __init__(self, num_classes=2, use_mixed_loss=False, align_corners=False):
+        super().__init__(num_classes, use_mixed_loss, align_corners=align_corners)
+
+    def build_net(self):
+        return models.FastSCNN(self.num_classes, align_corners=self.align_corners)
+
+
+MODEL_CLASSES = {cls.__name__: cls for cls in (DeepLabV3P, BiSeNetV2, UNet, HRNet, FastSCNN)}
+
+
+def load_model(model_dir):
+    """Rebuild a saved model: same class, arguments, labels, transforms and weights.
+
+    Args:
+        model_dir (str): a directory written by ``save`` or ``train``.
+    """
+    info = checkpoint.read_model_yml(model_dir)
+    name = info["Model"]
+    if name not in MODEL_CLASSES:
+        raise checkpoint.ModelDirError(
+            f"{model_dir}: unknown model class {name!r}; known: {', '.join(MODEL_CLASSES)}")
+    model = MODEL_CLASSES[name](**(info.get("_init_params") or {}))
+    model.labels = list(info.get("labels") or [])
+    model.status = info.get("status", "Normal")
+    model.best_accuracy = info.get("best_accuracy", -1.0)
+    model.best_model_epoch = info.get("best_model_epoch", -1)
+    model.eval_metrics = info.get("metrics")
+    if info.get("Transforms"):
+        model.eval_transforms = T.build_transforms(info["Transforms"])
+    state = checkpoint.read_state(model_dir)
+    missing = set(model.net.state_dict()) - set(state)
+    if missing:
+        raise checkpoint.ModelDirError(
+            f"{model_dir}: model.pdparams lacks {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
+    model.net.set_state_dict(state)
+    model.net.eval()
+    logger.info(f"Model[{name}] loaded from {model_dir}")
+    return model
