@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 import paddle
 
 from ..data.dataset import collate, unpack_batch
-from ..checkpoint import OPTIMIZER_STATE, ModelDirError, read_model_yml, read_state
+from ..checkpoint import (MODEL_PARAMS, OPTIMIZER_STATE, ModelDirError, read_model_yml,
+                          read_state, resolve_model_dir)
 from ..log import logger
 from .evaluate import evaluate_net
 
@@ -68,13 +69,15 @@ class Trainer:
     """Trains ``model.net`` with ``model.loss``; saves checkpoints through ``save_fn``.
 
     Args:
-        model: a BaseSegmenter (uses ``net``, ``loss``, ``num_classes``).
+        model: a BaseSegmenter (uses ``net``, ``loss``, ``num_classes``; sets
+            ``best_accuracy`` and ``best_model_epoch`` before each save).
         train_dataset, eval_dataset: SegDatasets (eval may be None).
         optimizer (paddle.optimizer.Optimizer | callable): built over
             ``model.net.parameters()``, or a function ``steps_per_epoch -> optimizer``
             (the default optimizer's LR schedule needs the number of steps). A
             learning rate that is an LRScheduler is stepped once per iteration.
-        config (TrainConfig): loop settings.
+        config (TrainConfig): loop settings. ``use_amp`` on CPU logs a warning and
+            trains in float32: Paddle 2.6's auto_cast has no effect there.
         save_fn (callable): ``save_fn(path, optimizer, train_state, metrics)`` writes a
             checkpoint directory atomically.
         state (TrainState): where to start (a fresh state, or one read by resume).
@@ -91,6 +94,11 @@ class Trainer:
         self.rank, self.world_size = world_info()
         self.is_main = self.rank == 0
         self.stop_reason = None
+        self.last_checkpoint = None  # newest epoch_N written by this run (or resumed from)
+        self.use_amp = self._amp_available()
+        if config.early_stop and eval_dataset is None and self.is_main:
+            logger.warning("early_stop=True needs an eval_dataset to measure mIoU; "
+                           "training will run all num_epochs")
 
         self.net = model.net
         if self.world_size > 1:
@@ -122,8 +130,20 @@ class Trainer:
             collate_fn=collate,
             persistent_workers=workers > 0, use_shared_memory=workers > 0)
 
-    def _build_amp_scaler(self):
+    def _amp_available(self):
         if not self.config.use_amp:
+            return False
+        device = paddle.get_device()
+        if device.startswith("cpu"):
+            # Measured with Paddle 2.6.2: auto_cast on a CPU place only warns and runs
+            # every op in float32, whatever the dtype; say so once, in our words.
+            logger.warning("use_amp=True has no effect on CPU (Paddle's auto_cast works "
+                           "only on GPU, XPU and custom devices); training in float32")
+            return False
+        return True
+
+    def _build_amp_scaler(self):
+        if not self.use_amp:
             return None
         if self.config.amp_dtype == "float16":
             # Dynamic loss scaling keeps small fp16 gradients from flushing to zero.
@@ -143,10 +163,19 @@ class Trainer:
             raise ModelDirError(f"{checkpoint_dir} holds no training state; resume from an "
                                 "epoch_N or best_model directory written by train()")
         self.model.net.set_state_dict(read_state(checkpoint_dir))
-        self.optimizer.set_state_dict(read_state(checkpoint_dir, OPTIMIZER_STATE))
+        opt_state = _rename_optimizer_state(
+            read_state(checkpoint_dir, OPTIMIZER_STATE), _saved_parameter_names(checkpoint_dir),
+            self.model.net, checkpoint_dir)
+        self.optimizer.set_state_dict(opt_state)
+        schedule = self.optimizer._learning_rate
+        if isinstance(schedule, paddle.optimizer.lr.PolynomialDecay):
+            # The saved rate came from the old run's decay_steps; when num_epochs
+            # changed, the position (last_epoch) is what must carry over.
+            schedule.last_lr = schedule.get_lr()
         self.state = TrainState.from_dict(info["train_state"])
+        self.last_checkpoint = checkpoint_dir
         logger.info(f"Resumed from {checkpoint_dir} at epoch {self.state.epoch}, "
-                    f"step {self.state.global_step}")
+                    f"step {self.state.global_step}, lr {self._current_lr():.6g}")
 
     # === The loop ===
     def run(self):
@@ -177,28 +206,34 @@ class Trainer:
         self.net.train()
         epoch = state.epoch + 1
         window_loss, window_steps, window_start = 0.0, 0, time.time()
+        sampler = self.loader.batch_sampler
+        if hasattr(sampler, "set_epoch"):
+            # Each epoch's shuffle depends on the epoch only, also after a resume.
+            sampler.set_epoch(epoch)
         for step, batch in enumerate(self.loader, start=1):
             images, labels = unpack_batch(batch)  # raises the real error of a bad sample
+            lr = self._current_lr()  # the rate this step uses; the schedule moves after it
             loss = self._train_step(images, labels)
             state.global_step += 1
             window_loss += loss
             window_steps += 1
+            # A line every log_interval_steps, and one for the rest at the end of an epoch.
             if step % cfg.log_interval_steps == 0 or step == self.steps_per_epoch:
                 elapsed = time.time() - window_start
-                self._log_step(epoch, step, window_loss / window_steps, window_steps, elapsed)
+                self._log_step(epoch, step, window_loss / window_steps, lr, window_steps, elapsed)
                 window_loss, window_steps, window_start = 0.0, 0, time.time()
         state.epoch = epoch
 
     def _train_step(self, images, labels):
         cfg = self.config
-        with paddle.amp.auto_cast(enable=cfg.use_amp, dtype=cfg.amp_dtype, level="O1"):
+        with paddle.amp.auto_cast(enable=self.use_amp, dtype=cfg.amp_dtype, level="O1"):
             logits = self.net(images)
             loss = self.model.loss(logits, labels)
-        value = float(loss)
+        value = self._mean_over_processes(loss)
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"loss is {value} at epoch {self.state.epoch + 1}, step {self.state.global_step + 1}; "
-                f"training stopped (the last good checkpoint is kept in {cfg.save_dir}). "
+                f"training stopped before updating the weights. {self._last_good()} "
                 "Lower learning_rate, or check the labels and the data.")
         if self.scaler is not None:
             self.scaler.scale(loss).backward()
@@ -212,10 +247,27 @@ class Trainer:
             lr.step()
         return value
 
+    def _mean_over_processes(self, loss):
+        """The loss averaged over all processes, as a float.
+
+        Every process must see the same value: one that stopped alone on a NaN
+        would leave the others waiting forever in the next gradient all-reduce.
+        """
+        if self.world_size == 1:
+            return float(loss)
+        total = loss.detach().astype("float32")
+        paddle.distributed.all_reduce(total)
+        return float(total) / self.world_size
+
+    def _last_good(self):
+        if self.last_checkpoint is None:
+            return "No checkpoint was written before this."
+        return f"The last good checkpoint is {self.last_checkpoint}."
+
     def _current_lr(self):
         return float(self.optimizer.get_lr())
 
-    def _log_step(self, epoch, step, loss, steps, elapsed):
+    def _log_step(self, epoch, step, loss, lr, steps, elapsed):
         if not self.is_main:
             return
         cfg, state = self.config, self.state
@@ -223,7 +275,6 @@ class Trainer:
         done_steps = state.global_step - self._start_step
         remaining = cfg.num_epochs * self.steps_per_epoch - state.global_step
         eta = (time.time() - self._start_time) / max(done_steps, 1) * remaining
-        lr = self._current_lr()
         logger.info(f"[TRAIN] Epoch={epoch}/{cfg.num_epochs}, Step={step}/{self.steps_per_epoch}, "
                     f"loss={loss:.6f}, lr={lr:.6g}, ips={ips:.2f} images/s, eta={_hms(eta)}")
         if self.vdl is not None:
@@ -236,6 +287,7 @@ class Trainer:
         last = state.epoch >= cfg.num_epochs
         if state.epoch % cfg.save_interval_epochs != 0 and not last:
             return
+        self._check_finite_weights()
         metrics = None
         if self.eval_dataset is not None:
             metrics = self._evaluate()
@@ -259,9 +311,19 @@ class Trainer:
                                     f"{state.epochs_without_improvement} evaluations "
                                     f"(early_stop_patience={cfg.early_stop_patience})")
         if self.is_main:
-            self._save(f"epoch_{state.epoch}", metrics)
+            self.last_checkpoint = self._save(f"epoch_{state.epoch}", metrics)
             if metrics is not None and state.best_model_epoch == state.epoch:
                 self._save("best_model", metrics)
+
+    def _check_finite_weights(self):
+        # A finite loss can still come with an update that overflows the weights;
+        # such weights must not be saved over as a checkpoint.
+        for name, param in self.model.net.named_parameters():
+            if not bool(paddle.isfinite(param).all()):
+                raise TrainingDiverged(
+                    f"parameter {name} holds NaN or infinite values after epoch "
+                    f"{self.state.epoch}; training stopped without saving it. "
+                    f"{self._last_good()} Lower learning_rate.")
 
     def _evaluate(self):
         metrics, _ = evaluate_net(
@@ -272,8 +334,57 @@ class Trainer:
 
     def _save(self, name, metrics):
         path = os.path.join(self.config.save_dir, name)
+        # model.yml reads the best score from the model: keep it current, so that a
+        # checkpoint loaded with load_model tells the truth before training ends.
+        self.model.best_accuracy = self.state.best_accuracy
+        self.model.best_model_epoch = self.state.best_model_epoch
         self.save_fn(path, self.optimizer, self.state, metrics)
         logger.info(f"Saved {path}")
+        return path
+
+
+def _saved_parameter_names(checkpoint_dir):
+    """{structured name: parameter name} of the network that wrote a checkpoint."""
+    file = os.path.join(resolve_model_dir(checkpoint_dir), MODEL_PARAMS)
+    try:
+        state = paddle.load(file, keep_name_table=True)
+    except Exception as e:
+        raise ModelDirError(f"{file} cannot be read ({type(e).__name__}: {e})") from None
+    return dict(state.get("StructuredToParameterName@@", {}))
+
+
+def _rename_optimizer_state(opt_state, saved_names, net, checkpoint_dir):
+    """Re-key optimizer accumulators from the saved network's parameter names to ``net``'s.
+
+    Paddle keys an accumulator ``<parameter name>_<accumulator>_<n>`` and parameter
+    names come from a process-wide counter (``conv2d_0.w_0``), so the same network
+    gets other names when it is not the first one built in its process. Paddle would
+    then fail at the first step with an assertion; matching through the structured
+    names (which never change) restores every accumulator instead.
+    """
+    current = {key: p.name for key, p in net.state_dict().items()}
+    renamed = {saved_names[key]: current[key] for key in current if key in saved_names}
+    if not renamed or all(old == new for old, new in renamed.items()):
+        return opt_state
+    result = {}
+    for key, value in opt_state.items():
+        if key == "LR_Scheduler":
+            result[key] = value
+            continue
+        if key == "master_weights":  # AMP O2 keeps fp32 copies by parameter name
+            result[key] = {renamed.get(name, name): w for name, w in value.items()}
+            continue
+        parts = key.split("_")
+        for cut in range(len(parts) - 1, 0, -1):
+            owner = "_".join(parts[:cut])
+            if owner in renamed:
+                result[renamed[owner] + key[len(owner):]] = value
+                break
+        else:
+            raise ModelDirError(
+                f"{checkpoint_dir}: optimizer entry {key!r} in {OPTIMIZER_STATE} belongs to "
+                f"no parameter of this network; the checkpoint was written by another network")
+    return result
 
 
 def _hms(seconds):
