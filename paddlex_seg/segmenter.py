@@ -28,6 +28,11 @@ def _check_int(name, value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False, got {value!r}")
+
+
 def _check_choice(name, value, allowed):
     if value not in allowed:
         raise ValueError(f"{name}={value!r} is not supported; allowed values: "
@@ -52,6 +57,7 @@ class BaseSegmenter:
 
     def __init__(self, num_classes, use_mixed_loss, **net_params):
         _check_int("num_classes", num_classes, 2)
+        _check_bool("align_corners", net_params.get("align_corners", False))
         self.num_classes = int(num_classes)
         self.use_mixed_loss = use_mixed_loss
         self.init_params = {"num_classes": self.num_classes, "use_mixed_loss": use_mixed_loss,
@@ -65,8 +71,9 @@ class BaseSegmenter:
         self.best_accuracy = -1.0
         self.best_model_epoch = -1
         self.eval_metrics = None
-        self.net = self.build_net()
+        # The loss first: it validates use_mixed_loss before a big network is built.
         self.loss = MultiLogitLoss(build_loss(use_mixed_loss), list(self.logit_coefs))
+        self.net = self.build_net()
 
     def build_net(self):
         raise NotImplementedError
@@ -99,8 +106,9 @@ class BaseSegmenter:
             use_vdl (bool): write VisualDL scalars under ``save_dir/vdl_log``.
             resume_checkpoint (str|None): an ``epoch_N`` (or ``best_model``) directory
                 of an earlier run; restores weights, optimizer, LR position and epoch.
-            use_amp (bool): automatic mixed precision (fp16 with dynamic loss scaling on
-                GPU, bfloat16 on CPU). An addition to PaddleX's API.
+            use_amp (bool): automatic mixed precision: fp16 with dynamic loss scaling on
+                GPU. On CPU, where Paddle 2.6's auto_cast has no effect, a warning is
+                logged and training runs in float32. An addition to PaddleX's API.
         """
         _check_int("num_epochs", num_epochs, 1)
         _check_int("train_batch_size", train_batch_size, 1)
@@ -248,6 +256,24 @@ class BaseSegmenter:
 
     save_model = save  # PaddleX 2.x name
 
+    def export(self, save_dir, fixed_input_shape=None, onnx=False, opset_version=11):
+        """Export for deployment (paddlex_seg.deploy.export_inference_model): model.pdmodel /
+        model.pdiparams / model.yml (+ model.onnx), run by paddlex_seg.deploy.Predictor.
+
+        Args:
+            save_dir (str): output directory.
+            fixed_input_shape (list|None): [w, h] or [n, c, w, h] (PaddleX order,
+                width first); None leaves batch and size free. Default None.
+            onnx (bool): also write model.onnx (needs paddle2onnx). Default False.
+            opset_version (int): ONNX opset. Default 11.
+
+        Returns:
+            str: the absolute path of ``save_dir``.
+        """
+        from .deploy.export import export_inference_model
+        return export_inference_model(self, save_dir, fixed_input_shape=fixed_input_shape,
+                                      onnx=onnx, opset_version=opset_version)
+
     def _save_checkpoint(self, path, optimizer, train_state, metrics):
         self.eval_metrics = metrics
         info = self.model_info()
@@ -309,7 +335,7 @@ class DeepLabV3P(BaseSegmenter):
         _check_choice("backbone", backbone, self.backbones)
         check_backbone_name(backbone)
         _check_choice("output_stride", output_stride, (8, 16))
-        if len(tuple(backbone_indices)) != 2:
+        if not isinstance(backbone_indices, (list, tuple)) or len(backbone_indices) != 2:
             raise ValueError(f"backbone_indices must hold 2 indices (low-level, high-level), got {backbone_indices!r}")
         _check_int("aspp_out_channels", aspp_out_channels, 1)
         super().__init__(num_classes, use_mixed_loss, backbone=backbone, output_stride=output_stride,
@@ -356,6 +382,7 @@ class UNet(BaseSegmenter):
     """
 
     def __init__(self, num_classes=2, use_mixed_loss=False, use_deconv=False, align_corners=False):
+        _check_bool("use_deconv", use_deconv)
         super().__init__(num_classes, use_mixed_loss, use_deconv=use_deconv, align_corners=align_corners)
 
     def build_net(self):
@@ -375,6 +402,8 @@ class HRNet(BaseSegmenter):
     widths = (18, 30, 32, 40, 44, 48, 60, 64, "18_Small_V1", "18_Small_V2")
 
     def __init__(self, num_classes=2, width=48, use_mixed_loss=False, align_corners=False):
+        if isinstance(width, str) and width.isdigit():
+            width = int(width)  # PaddleX builds f"HRNet_W{width}", so '48' means 48
         _check_choice("width", width, self.widths)
         super().__init__(num_classes, use_mixed_loss, width=width, align_corners=align_corners)
 

@@ -27,6 +27,11 @@ def confusion_matrix(label, pred, num_classes, ignore_index=IGNORE_INDEX):
     if label.size and (label.max() >= num_classes or label.min() < 0):
         bad = np.unique(label[(label >= num_classes) | (label < 0)])
         raise ValueError(f"label values {bad.tolist()} are outside [0, {num_classes}) and not {ignore_index}")
+    # An out-of-range prediction would silently land in another cell of the matrix.
+    if pred.size and (pred.max() >= num_classes or pred.min() < 0):
+        bad = np.unique(pred[(pred >= num_classes) | (pred < 0)])
+        raise ValueError(f"predicted values {bad.tolist()} are outside [0, {num_classes}); "
+                         f"does the network output num_classes={num_classes} channels?")
     return np.bincount(label * num_classes + pred, minlength=num_classes ** 2).reshape(
         num_classes, num_classes).astype(np.int64)
 
