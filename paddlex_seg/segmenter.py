@@ -20,6 +20,14 @@ from .log import logger
 from .models.backbones.registry import check_backbone_name
 from .models.losses import MultiLogitLoss, build_loss
 
+# The file analyze_sensitivity writes and prune reads (PaddleX's name).
+SENSITIVITIES_FILE = "model.sensi.data"
+# Input shape at which pruning traces the network and measures FLOPs. The FLOPs
+# fraction removed hardly depends on it; a moderate size keeps the search fast.
+PRUNE_INPUT_SHAPE = [1, 3, 256, 256]
+# Pruning ratios at which analyze_sensitivity measures each layer (PaddleX's 0.1 … 0.8).
+SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+
 __all__ = ["BaseSegmenter", "DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN", "load_model"]
 
 
@@ -71,6 +79,12 @@ class BaseSegmenter:
         self.best_accuracy = -1.0
         self.best_model_epoch = -1
         self.eval_metrics = None
+        self.model_dir = None          # where load_model read it from
+        self.sensitivities = None      # from analyze_sensitivity
+        self.pruning_criterion = None
+        self.pruning = None            # ratios and FLOPs of prune(), replayed by load_model
+        self.quanter = None            # PaddleSlim QAT object after quant_aware_train
+        self.quant_config = None
         # The loss first: it validates use_mixed_loss before a big network is built.
         self.loss = MultiLogitLoss(build_loss(use_mixed_loss), list(self.logit_coefs))
         self.net = self.build_net()
@@ -232,6 +246,122 @@ class BaseSegmenter:
                               "score_map": score_map.astype("float32")}
         return results[0] if single else results
 
+    # === Compression (PaddleSlim) ===
+    def analyze_sensitivity(self, dataset, batch_size=8, criterion="l1_norm", save_dir="output"):
+        """mIoU loss of pruning each prunable convolution alone at ratios 0.1 … 0.8.
+
+        Written to ``save_dir/model.sensi.data``; when that file already exists (and
+        names layers of this network) it is read back instead of being recomputed.
+
+        Args:
+            dataset (SegDataset): labelled data the mIoU is measured on.
+            batch_size (int): evaluation batch size. Default 8.
+            criterion (str): 'l1_norm' or 'fpgm' (filter importance). Default 'l1_norm'.
+            save_dir (str): where ``model.sensi.data`` goes. Default 'output'.
+
+        Returns:
+            dict: ``{parameter name: {ratio: relative mIoU loss}}``.
+        """
+        from .slim import prune as P
+        _check_choice("criterion", criterion, P.CRITERIA)
+        _check_int("batch_size", batch_size, 1)
+        self._check_dataset("dataset", dataset, need_labels=True)
+        transforms = dataset.transforms or self.eval_transforms
+        if transforms is None:
+            raise ValueError("dataset has no transforms and the model has no eval transforms")
+        P.register_concat_support()
+        path = os.path.join(save_dir, SENSITIVITIES_FILE)
+        prunable = set(P.prunable_params(self.net, PRUNE_INPUT_SHAPE))
+        if os.path.isfile(path):
+            sens = P.load_sensitivities(path)
+            if set(sens) <= prunable:
+                logger.info(f"Reusing the sensitivities in {path} ({len(sens)} layers)")
+                self.sensitivities, self.pruning_criterion = sens, criterion
+                return sens
+            logger.warning(f"{path} does not describe this network; recomputing it")
+
+        def eval_fn():
+            metrics, _ = evaluate_net(self.net, dataset, self.num_classes, transforms,
+                                      batch_size=batch_size, num_workers=dataset.num_workers)
+            return metrics["miou"]
+
+        logger.info(f"Sensitivity analysis of {len(prunable)} layers with {criterion}")
+        sens = P.sensitivity(self.net, eval_fn, PRUNE_INPUT_SHAPE, criterion=criterion,
+                             ratios=SENSITIVITY_RATIOS)
+        P.save_sensitivities(sens, path)
+        logger.info(f"Sensitivities saved to {path}")
+        self.sensitivities, self.pruning_criterion = sens, criterion
+        return sens
+
+    def prune(self, pruned_flops, save_dir=None):
+        """Prune filters to remove ``pruned_flops`` of the FLOPs, guided by the sensitivities.
+
+        Uses the sensitivities of the last ``analyze_sensitivity`` (or the
+        ``model.sensi.data`` in the directory the model was loaded from). Train the
+        pruned model again afterwards to recover its accuracy.
+
+        Args:
+            pruned_flops (float): fraction of FLOPs to remove, 0 < pruned_flops < 1.
+            save_dir (str|None): save the pruned model there. Default None.
+        """
+        from .slim import prune as P
+        if isinstance(pruned_flops, bool) or not isinstance(pruned_flops, (int, float)) \
+                or not 0 < pruned_flops < 1:
+            raise ValueError(f"pruned_flops must be a number with 0 < pruned_flops < 1, got {pruned_flops!r}")
+        if self.status == "Quantized":
+            raise ValueError("a quantized model cannot be pruned; prune before quant_aware_train")
+        sens = self.sensitivities
+        if sens is None and self.model_dir and os.path.isfile(os.path.join(self.model_dir, SENSITIVITIES_FILE)):
+            sens = P.load_sensitivities(os.path.join(self.model_dir, SENSITIVITIES_FILE))
+        if sens is None:
+            raise ValueError("prune needs sensitivities: call analyze_sensitivity(dataset) first")
+        P.register_concat_support()
+        criterion = self.pruning_criterion or "l1_norm"
+        ratios, _ = P.choose_ratios(self.net, sens, pruned_flops, PRUNE_INPUT_SHAPE, criterion)
+        before, after = P.apply_pruning(self.net, ratios, PRUNE_INPUT_SHAPE, criterion)
+        earlier = self.pruning or {}
+        self.pruning = {
+            # Each pruning step is replayed in order by load_model to rebuild the shapes.
+            "steps": list(earlier.get("steps", [])) + [{"ratios": {k: float(v) for k, v in ratios.items()},
+                                                        "criterion": criterion}],
+            "input_shape": list(PRUNE_INPUT_SHAPE),
+            "flops_original": int(earlier.get("flops_original", before)),
+            "flops": int(after),
+            "pruned_flops_requested": float(pruned_flops),
+            "pruned_flops_measured": 1.0 - after / before,
+        }
+        self.status = "Pruned"
+        logger.info(f"Pruned {len(ratios)} layers: FLOPs {before / 1e9:.3f} G -> {after / 1e9:.3f} G "
+                    f"at {PRUNE_INPUT_SHAPE} ({1 - after / before:.1%} removed, {pruned_flops:.1%} asked)")
+        if save_dir is not None:
+            self.save(save_dir)
+
+    def quant_aware_train(self, num_epochs, train_dataset, train_batch_size=2, eval_dataset=None,
+                          optimizer=None, save_interval_epochs=1, log_interval_steps=2, save_dir="output",
+                          learning_rate=.0001, lr_decay_power=0.9, early_stop=False,
+                          early_stop_patience=5, use_vdl=True, quant_config=None):
+        """Quantization-aware training (PaddleX 2.x ``quant_aware_train``).
+
+        Inserts PaddleSlim's fake-quant layers into the network, then fine-tunes it with
+        the same loop as ``train``; checkpoints have status 'Quantized', and ``export``
+        writes an int8 inference model. Arguments as ``train``, plus ``quant_config``
+        (None for the defaults; unknown keys raise ValueError).
+        """
+        from .slim.quant import check_quant_config, quantize_net
+        config = check_quant_config(quant_config)
+        if self.status == "Quantized":
+            raise ValueError("the model is already quantized")
+        self.quanter = quantize_net(self.net, config)
+        self.quant_config = _plain(config)
+        self.status = "Quantized"
+        return self.train(num_epochs, train_dataset, train_batch_size=train_batch_size,
+                          eval_dataset=eval_dataset, optimizer=optimizer,
+                          save_interval_epochs=save_interval_epochs,
+                          log_interval_steps=log_interval_steps, save_dir=save_dir,
+                          pretrain_weights=None, learning_rate=learning_rate,
+                          lr_decay_power=lr_decay_power, early_stop=early_stop,
+                          early_stop_patience=early_stop_patience, use_vdl=use_vdl)
+
     # === Saving ===
     def model_info(self):
         """The content of model.yml (plain types only)."""
@@ -246,6 +376,8 @@ class BaseSegmenter:
             "best_accuracy": float(self.best_accuracy),
             "best_model_epoch": int(self.best_model_epoch),
             "metrics": _plain(self.eval_metrics),
+            "pruning": _plain(self.pruning),
+            "quant_config": _plain(self.quant_config),
         }
 
     def save(self, save_dir):
@@ -454,12 +586,24 @@ def load_model(model_dir):
     model.eval_metrics = info.get("metrics")
     if info.get("Transforms"):
         model.eval_transforms = T.build_transforms(info["Transforms"])
+    model.model_dir = checkpoint.resolve_model_dir(model_dir)
     state = checkpoint.read_state(model_dir)
-    missing = set(model.net.state_dict()) - set(state)
-    if missing:
-        raise checkpoint.ModelDirError(
-            f"{model_dir}: model.pdparams lacks {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
-    model.net.set_state_dict(state)
+    if info.get("pruning"):
+        from .slim import prune as P
+        P.register_concat_support()
+        model.pruning = info["pruning"]
+        for step in model.pruning["steps"]:
+            P.apply_pruning(model.net, step["ratios"], model.pruning["input_shape"], step["criterion"])
+    if model.status == "Quantized":
+        from .slim.quant import load_quantized_state
+        model.quant_config = info.get("quant_config")
+        model.quanter = load_quantized_state(model.net, model.quant_config, state)
+    else:
+        missing = set(model.net.state_dict()) - set(state)
+        if missing:
+            raise checkpoint.ModelDirError(
+                f"{model_dir}: model.pdparams lacks {len(missing)} parameters, e.g. {sorted(missing)[:3]}")
+        model.net.set_state_dict(state)
     model.net.eval()
     logger.info(f"Model[{name}] loaded from {model_dir}")
     return model
