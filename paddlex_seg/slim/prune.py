@@ -17,6 +17,13 @@ dropout. ``register_concat_support`` registers workers for the three; the concat
 places a producer's pruned channels at that producer's offset in the concatenated
 tensor, so the consumer convolution loses exactly the matching input channels.
 
+The groups are found with PaddleSlim's own walk and workers, with two changes made
+here: the walk runs on an indexed copy of PaddleSlim's graph wrapper (which scans the
+whole program at every step: hours on HRNet_W48, seconds indexed), and the concat
+worker walks on from each part in a scope of its own, because PaddleSlim shares one
+visited record between the walks of all groups and the walk from a concat's second
+part would otherwise stop at the consumer the first part's walk already reached.
+
 Groups are traced in training mode (auxiliary heads run only then, and their inputs
 must shrink with the rest), at the caller's input shape. A group is prunable when its
 master is an ordinary convolution (depthwise ones follow their producer), its walk
@@ -67,6 +74,7 @@ import os
 import pickle
 import re
 import tempfile
+import warnings
 
 import numpy as np
 import paddle
@@ -300,7 +308,9 @@ def apply_pruning(net, ratios, input_shape, criterion="l1_norm"):
 def flops(net, input_shape):
     """FLOPs of ``net`` in evaluation mode at ``input_shape``, from ``paddle.flops``."""
     input_shape = _check_input_shape(input_shape)
-    with contextlib.redirect_stdout(io.StringIO()):  # paddle.flops prints a summary
+    # paddle.flops prints a summary, and warns about its own NumPy use for every layer.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         return int(paddle.flops(net, input_shape))
 
 
