@@ -19,5 +19,8 @@ setup(
     extras_require={
         # paddleseg itself is installed with --no-deps by the README's test command.
         "test": ["pytest", "filelock", "prettytable", "wcwidth"],
+        # ONNX export (paddle2onnx 1.2.x reads Paddle 2.6 programs) and running it.
+        "onnx": ["paddle2onnx==1.2.11", "onnxruntime==1.20.1"],
     },
+    entry_points={"console_scripts": ["paddlex_seg=paddlex_seg.cli:main"]},
 )

@@ -10,7 +10,31 @@ __version__ = "0.1.0"
 from . import transforms, utils  # noqa: F401,E402
 from .data.dataset import SegDataset  # noqa: E402
 from .data.synthetic import make_synthetic_dataset  # noqa: E402
-from .segmenter import BiSeNetV2, DeepLabV3P, FastSCNN, HRNet, UNet, load_model  # noqa: E402
+from .visualize import visualize  # noqa: E402  (the function shadows its module's name)
 
 __all__ = ["SegDataset", "DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN",
-           "load_model", "make_synthetic_dataset", "transforms", "utils"]
+           "load_model", "make_synthetic_dataset", "transforms", "utils", "visualize"]
+
+# The model classes load on first use (PEP 562), so that deployment
+# (paddlex_seg.deploy.predictor) runs without importing the training code.
+_LAZY = {name: ".segmenter" for name in
+         ("DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN", "load_model")}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+# PaddleX 2.x namespaces (pdx.seg.UNet, pdx.datasets.SegDataset, pdx.deploy.Predictor):
+# the same objects under the names PaddleX scripts use. See docs/migrating_from_paddlex.md.
+from . import datasets, deploy, seg  # noqa: F401,E402
+
+__all__ += ["datasets", "deploy", "seg"]

@@ -1,0 +1,287 @@
+"""The ``paddlex_seg`` command: train, evaluate, predict and export from the shell.
+
+    paddlex_seg train --model UNet --dataset_dir data --train_list data/train.txt \\
+        --val_list data/val.txt --label_list data/labels.txt --num_epochs 10 --save_dir output/unet
+    paddlex_seg evaluate --model_dir output/unet/best_model --dataset_dir data --file_list data/val.txt
+    paddlex_seg predict --model_dir output/unet/best_model --image a.jpg b.jpg --save_dir output/vis
+    paddlex_seg export --model_dir output/unet/best_model --save_dir output/infer --fixed_input_shape [512,512]
+
+PaddleX 2.x's spelling of the export works too::
+
+    paddlex_seg --export_inference --model_dir=./output/unet/best_model/ --save_dir=./inference_model
+
+Options mirror the Python API (``model.train``, ``model.evaluate``, ``model.predict``,
+``model.export``); ``paddlex_seg <command> --help`` lists them. A user error (bad
+argument, missing file, bad data) prints one line ``paddlex_seg <command>: error: ...``
+and exits with status 1; argparse's own usage errors exit with 2.
+"""
+import argparse
+import json
+import sys
+
+__all__ = ["main", "build_parser"]
+
+MODEL_NAMES = ("DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN")
+PROG = "paddlex_seg"
+
+
+class CommandError(Exception):
+    """A user error found by the command line itself."""
+
+
+def build_parser():
+    """The argparse parser with one sub-command per task."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="paddlex_seg: train, evaluate, predict and export segmentation models.",
+        epilog="PaddleX form: paddlex_seg --export_inference --model_dir=DIR --save_dir=DIR "
+               "[--fixed_input_shape=[w,h]]")
+    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export}")
+    commands.required = True
+    _add_train(commands)
+    _add_evaluate(commands)
+    _add_predict(commands)
+    _add_export(commands)
+    return parser
+
+
+def main(argv=None):
+    """Entry point of the console script; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--export_inference" in argv:  # PaddleX 2.x: paddlex --export_inference --model_dir ...
+        argv.remove("--export_inference")
+        argv = ["export"] + argv
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (CommandError, ValueError, OSError, ImportError, RuntimeError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"{PROG} {args.command}: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- train -----------------------------------------------------------------------------
+def _add_train(commands):
+    p = commands.add_parser("train", help="train a model (model.train)",
+                            description="Train a model on a PaddleX-style data set (model.train).")
+    p.add_argument("--model", required=True, choices=MODEL_NAMES, help="model class")
+    p.add_argument("--num_classes", type=int, default=None,
+                   help="number of classes (default: the number of lines of --label_list)")
+    p.add_argument("--model_params", type=_yaml_mapping, default={},
+                   help="other constructor arguments as a YAML mapping, e.g. "
+                        "\"{backbone: ResNet101_vd, output_stride: 16}\" or \"{width: 18}\"")
+    p.add_argument("--dataset_dir", required=True, help="folder the file lists are relative to")
+    p.add_argument("--train_list", required=True, help="training file list (image label per line)")
+    p.add_argument("--val_list", default=None, help="validation file list (evaluated while training)")
+    p.add_argument("--label_list", default=None, help="class names, one per line")
+    p.add_argument("--input_size", type=_size, default=None,
+                   help="resize images to this size, 'h,w' or one int (default: keep sizes)")
+    p.add_argument("--num_epochs", type=int, required=True)
+    p.add_argument("--train_batch_size", type=int, default=2)
+    p.add_argument("--learning_rate", type=float, default=0.01)
+    p.add_argument("--lr_decay_power", type=float, default=0.9)
+    p.add_argument("--save_dir", default="output")
+    p.add_argument("--save_interval_epochs", type=int, default=1)
+    p.add_argument("--log_interval_steps", type=int, default=2)
+    p.add_argument("--pretrain_weights", type=_none_or_str, default="CITYSCAPES",
+                   help="a .pdparams path, a published name (e.g. CITYSCAPES), or None")
+    p.add_argument("--resume_checkpoint", default=None, help="an epoch_N directory to resume")
+    p.add_argument("--early_stop", action="store_true")
+    p.add_argument("--early_stop_patience", type=int, default=5)
+    p.add_argument("--use_vdl", action=argparse.BooleanOptionalAction, default=True,
+                   help="write VisualDL logs")
+    p.add_argument("--use_amp", action="store_true", help="automatic mixed precision")
+    p.add_argument("--num_workers", default="auto", help="DataLoader workers, or 'auto'")
+    p.set_defaults(func=_train)
+
+
+def _train(args):
+    import paddlex_seg as seg
+    from paddlex_seg import transforms as T
+
+    resize = [T.Resize(args.input_size)] if args.input_size else []
+    workers = args.num_workers if args.num_workers == "auto" else _int("num_workers", args.num_workers)
+    train_ds = seg.SegDataset(args.dataset_dir, args.train_list, args.label_list,
+                              T.Compose(resize + [T.RandomHorizontalFlip(), T.Normalize()]),
+                              num_workers=workers, shuffle=True)
+    eval_ds = None
+    if args.val_list:
+        eval_ds = seg.SegDataset(args.dataset_dir, args.val_list, args.label_list,
+                                 T.Compose(resize + [T.Normalize()]), num_workers=workers)
+    num_classes = args.num_classes or len(train_ds.labels)
+    if not num_classes:
+        raise CommandError("give --num_classes or a --label_list to count the classes")
+    model = _model_class(args.model)(num_classes=num_classes, **args.model_params)
+    state = model.train(
+        num_epochs=args.num_epochs, train_dataset=train_ds, train_batch_size=args.train_batch_size,
+        eval_dataset=eval_ds, save_interval_epochs=args.save_interval_epochs,
+        log_interval_steps=args.log_interval_steps, save_dir=args.save_dir,
+        pretrain_weights=args.pretrain_weights, learning_rate=args.learning_rate,
+        lr_decay_power=args.lr_decay_power, early_stop=args.early_stop,
+        early_stop_patience=args.early_stop_patience, use_vdl=args.use_vdl,
+        resume_checkpoint=args.resume_checkpoint, use_amp=args.use_amp)
+    best = getattr(state, "best_accuracy", -1.0)
+    print(f"Training finished: {args.save_dir}"
+          + (f" (best mIoU {best:.4f} at epoch {state.best_model_epoch})" if best >= 0 else ""))
+
+
+# --- evaluate --------------------------------------------------------------------------
+def _add_evaluate(commands):
+    p = commands.add_parser("evaluate", help="evaluate a saved model (model.evaluate)",
+                            description="Metrics of a saved model on a labelled file list "
+                                        "(model.evaluate), printed as JSON.")
+    p.add_argument("--model_dir", required=True, help="a saved model (e.g. output/unet/best_model)")
+    p.add_argument("--dataset_dir", required=True, help="folder the file list is relative to")
+    p.add_argument("--file_list", required=True, help="labelled file list to evaluate")
+    p.add_argument("--label_list", default=None, help="class names, one per line")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--return_details", action="store_true", help="also print the confusion matrix")
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    import paddlex_seg as seg
+
+    model = seg.load_model(args.model_dir)
+    # No transforms here: evaluate then uses the model's recorded eval transforms.
+    dataset = seg.SegDataset(args.dataset_dir, args.file_list, args.label_list)
+    out = model.evaluate(dataset, batch_size=args.batch_size, return_details=args.return_details)
+    metrics, details = out if args.return_details else (out, None)
+    report = {"metrics": _jsonable(metrics)}
+    if details is not None:
+        report.update(_jsonable(details))
+    print(json.dumps(report, indent=2))
+
+
+# --- predict ---------------------------------------------------------------------------
+def _add_predict(commands):
+    p = commands.add_parser("predict", help="predict images with a saved or exported model",
+                            description="Predict images (model.predict, or "
+                                        "paddlex_seg.deploy.Predictor for an exported model) and "
+                                        "write overlays visualize_<name> (paddlex_seg.visualize).")
+    p.add_argument("--model_dir", required=True,
+                   help="a saved model directory or an exported inference model")
+    p.add_argument("--image", required=True, nargs="+", help="image file(s)")
+    p.add_argument("--save_dir", default="output/predict", help="where overlays are written")
+    p.add_argument("--weight", type=float, default=0.6, help="image weight in the overlay (0: mask only)")
+    p.add_argument("--legend", action="store_true", help="add a legend with the class names")
+    p.add_argument("--save_label", action="store_true",
+                   help="also write the label map as label_<name>.png (class ids as pixel values)")
+    p.add_argument("--use_gpu", action="store_true", help="exported models: run on GPU")
+    p.add_argument("--use_mkl", action=argparse.BooleanOptionalAction, default=True,
+                   help="exported models: oneDNN on CPU")
+    p.add_argument("--mkl_thread_num", type=int, default=4, help="exported models: CPU threads")
+    p.set_defaults(func=_predict)
+
+
+def _predict(args):
+    import os
+
+    import cv2
+
+    from paddlex_seg.visualize import visualize
+
+    labels, results = _run_prediction(args)
+    for path, result in zip(args.image, results):
+        written = visualize(path, result, weight=args.weight, save_dir=args.save_dir,
+                            legend=args.legend, labels=labels)
+        line = f"{path}: classes {sorted(int(c) for c in set(result['label_map'].ravel()))} -> {written}"
+        if args.save_label:
+            stem = os.path.splitext(os.path.basename(path))[0]
+            label_file = os.path.join(args.save_dir, f"label_{stem}.png")
+            cv2.imwrite(label_file, result["label_map"])
+            line += f", {label_file}"
+        print(line)
+
+
+def _run_prediction(args):
+    import os
+
+    if os.path.isfile(os.path.join(args.model_dir, "model.pdmodel")):
+        from paddlex_seg.deploy import Predictor
+        predictor = Predictor(args.model_dir, use_gpu=args.use_gpu, use_mkl=args.use_mkl,
+                              mkl_thread_num=args.mkl_thread_num)
+        return predictor.labels, predictor.predict(list(args.image))
+    import paddlex_seg as seg
+    model = seg.load_model(args.model_dir)
+    return model.labels, model.predict(list(args.image))
+
+
+# --- export ----------------------------------------------------------------------------
+def _add_export(commands):
+    p = commands.add_parser("export", help="export a saved model for deployment (model.export)",
+                            description="Export a saved model as a Paddle inference model "
+                                        "(model.pdmodel, model.pdiparams, model.yml), "
+                                        "optionally also ONNX (model.export).")
+    p.add_argument("--model_dir", required=True, help="a saved model (e.g. output/unet/best_model)")
+    p.add_argument("--save_dir", required=True, help="output directory")
+    p.add_argument("--fixed_input_shape", default=None,
+                   help="[w,h] or [n,c,w,h] (PaddleX order: width first; n=-1 for any batch)")
+    p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs paddle2onnx)")
+    p.add_argument("--opset_version", type=int, default=11, help="ONNX opset")
+    p.set_defaults(func=_export)
+
+
+def _export(args):
+    import paddlex_seg as seg
+    from paddlex_seg.deploy.export import parse_fixed_input_shape
+
+    parse_fixed_input_shape(args.fixed_input_shape)  # a typo fails before the model loads
+    model = seg.load_model(args.model_dir)
+    path = model.export(args.save_dir, fixed_input_shape=args.fixed_input_shape, onnx=args.onnx,
+                        opset_version=args.opset_version)
+    print(f"Exported {args.model_dir} to {path}")
+
+
+# --- argument types and helpers --------------------------------------------------------
+def _model_class(name):
+    import paddlex_seg as seg
+    return getattr(seg, name)
+
+
+def _yaml_mapping(text):
+    import yaml
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a YAML mapping like \"{{width: 18}}\", got {text!r}")
+    return value
+
+
+def _size(text):
+    parts = [p for p in text.replace("[", "").replace("]", "").replace("x", ",").split(",") if p.strip()]
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) not in (1, 2) or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected 'h,w' or one positive int, got {text!r}")
+    return sizes[0] if len(sizes) == 1 else sizes
+
+
+def _none_or_str(text):
+    return None if text.strip().lower() in ("none", "null", "") else text
+
+
+def _int(name, text):
+    try:
+        return int(text)
+    except ValueError:
+        raise CommandError(f"{name} must be an int or 'auto', got {text!r}") from None
+
+
+def _jsonable(obj):
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+if __name__ == "__main__":
+    sys.exit(main())
