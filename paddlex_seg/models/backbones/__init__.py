@@ -11,3 +11,6 @@ from . import resnet_vd  # noqa: E402,F401
 from . import hrnet  # noqa: E402,F401
 
 __all__ = ["BACKBONES", "get_backbone", "list_backbones", "register"]
+from . import mobilenetv3  # noqa: E402,F401
+from . import mobilenetv2  # noqa: E402,F401
+from . import xception_deeplab  # noqa: E402,F401

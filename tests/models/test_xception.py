@@ -1,0 +1,152 @@
+"""Xception (DeepLab) backbones: PaddleSeg 2.8.0 parity, the backbone contract, arguments."""
+import contextlib
+
+import numpy as np
+import paddle
+import pytest
+
+from oracle import assert_same_state_dict_layout, randomize_batch_norm_stats, require_paddleseg
+from paddlex_seg.models.backbones import BACKBONES, list_backbones
+from paddlex_seg.models.backbones.xception_deeplab import XceptionDeeplab
+
+NAMES = ["Xception41_deeplab", "Xception65_deeplab", "Xception71_deeplab"]
+
+
+def paddleseg_xception(name, **kwargs):
+    require_paddleseg()
+    from paddleseg.models import backbones
+    return getattr(backbones, name)(**kwargs)
+
+
+@contextlib.contextmanager
+def cheap_init():
+    """Build with constant initial values: about 5x faster than Paddle's random default
+    initialisation, and the parity checks overwrite every value anyway."""
+    zero = paddle.nn.initializer.Constant(0.0)
+    paddle.nn.initializer.set_global_initializer(zero, zero)
+    try:
+        yield
+    finally:
+        paddle.nn.initializer.set_global_initializer(None)
+
+
+def he_init_weights(layer, seed=1, gain=1.0):
+    """He-scaled conv weights (the libraries' tiny default init hides deep blocks from a
+    parity check). Gain 1 rather than 2: the middle flow's 16 residual additions would
+    otherwise grow the features to ~1e11."""
+    rng = np.random.default_rng(seed)
+    for param in layer.parameters():
+        if param.ndim == 4:
+            std = np.float32(np.sqrt(gain / np.prod(param.shape[1:])))
+            param.set_value(rng.standard_normal(param.shape, dtype=np.float32) * std)
+
+
+def features_of_both(ours, theirs, input_shape, seed=0):
+    """Copy theirs (He weights, random BN statistics) into ours; both feature lists."""
+    assert_same_state_dict_layout(ours, theirs)
+    he_init_weights(theirs)
+    randomize_batch_norm_stats(theirs, seed=1)
+    ours.set_state_dict(theirs.state_dict())
+    ours.eval()
+    theirs.eval()
+    x = paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, input_shape).astype("float32"))
+    with paddle.no_grad():
+        return [f.numpy() for f in ours(x)], [f.numpy() for f in theirs(x)]
+
+
+def relative_differences(feats_a, feats_b):
+    assert len(feats_a) == len(feats_b) == 2
+    rel = []
+    for a, b in zip(feats_a, feats_b):
+        assert a.shape == b.shape, (a.shape, b.shape)
+        rel.append(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
+    return rel
+
+
+# --- state-dict layout and feat_channels of every builder -------------------------------
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_layout_matches_paddleseg(name, output_stride):
+    # Layout only: LazyGuard skips parameter initialisation, shapes are still known.
+    with paddle.LazyGuard():
+        ours = BACKBONES[name](output_stride=output_stride)
+        theirs = paddleseg_xception(name, output_stride=output_stride)
+    assert_same_state_dict_layout(ours, theirs)
+    assert ours.feat_channels == theirs.feat_channels == [128, 2048]
+
+
+def test_in_channels_layout_matches_paddleseg():
+    with paddle.LazyGuard():
+        ours = BACKBONES["Xception41_deeplab"](in_channels=4)
+        theirs = paddleseg_xception("Xception41_deeplab", in_channels=4)
+    assert_same_state_dict_layout(ours, theirs)
+
+
+# --- features equal PaddleSeg's ----------------------------------------------------------
+
+@pytest.mark.parametrize("name, output_stride", [
+    ("Xception41_deeplab", 16),
+    ("Xception41_deeplab", 8),
+    ("Xception71_deeplab", 16),  # five entry-flow blocks
+])
+def test_features_match_paddleseg(name, output_stride):
+    with cheap_init():
+        ours = BACKBONES[name](output_stride=output_stride)
+        theirs = paddleseg_xception(name, output_stride=output_stride)
+    feats_ours, feats_theirs = features_of_both(ours, theirs, (1, 3, 64, 64))
+    rel = relative_differences(feats_ours, feats_theirs)
+    assert max(rel) <= 1e-4, f"relative max abs difference per feature: {rel}"
+
+
+def test_parity_check_sees_a_missing_block():
+    # Xception41's weights minus its last middle-flow block: same shapes, other features.
+    with cheap_init():
+        ours = BACKBONES["Xception41_deeplab"]()
+        theirs = paddleseg_xception("Xception41_deeplab")
+    ours._middle_flow.pop()  # still a sub-layer: the layout is unchanged
+    feats_ours, feats_theirs = features_of_both(ours, theirs, (1, 3, 64, 64))
+    rel = relative_differences(feats_ours, feats_theirs)
+    assert rel[0] == 0.0 and rel[1] > 1e-2, rel
+
+
+# --- the backbone contract for every registered builder -----------------------------------
+
+def test_every_xception_builder_is_registered():
+    assert list_backbones("Xception*") == sorted(NAMES)
+
+
+# As in PaddleSeg 2.8.0, output_stride does not change the network (see the module docs):
+# every entry-flow block strides 2, so the last map is at stride 16 (64 for Xception71).
+@pytest.mark.parametrize("name, last_stride", [
+    ("Xception41_deeplab", 16), ("Xception65_deeplab", 16), ("Xception71_deeplab", 64),
+])
+def test_feat_channels_and_strides_match_outputs(name, last_stride):
+    with cheap_init():  # shapes only
+        net = BACKBONES[name](output_stride=8)
+    net.eval()
+    attributes = set(vars(net))
+    with paddle.no_grad():
+        feats = net(paddle.rand([1, 3, 64, 64]))
+    assert isinstance(feats, list)
+    assert [f.shape[1] for f in feats] == net.feat_channels == [128, 2048]
+    assert [64 // f.shape[2] for f in feats] == [4, last_stride]
+    assert set(vars(net)) == attributes, "forward must not store anything on the backbone"
+
+
+# --- arguments -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(layers=50), "layers=50 "),
+    (dict(output_stride=32), "output_stride=32 "),
+    (dict(output_stride=None), "output_stride=None "),
+    (dict(in_channels=0), "in_channels=0 "),
+])
+def test_bad_arguments_raise_value_error_naming_them(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        XceptionDeeplab(**kwargs)
+
+
+def test_builders_refuse_another_depth():
+    with pytest.raises(ValueError, match="Xception41_deeplab fixes layers=41; got layers=65"):
+        BACKBONES["Xception41_deeplab"](layers=65)
