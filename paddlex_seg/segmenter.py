@@ -13,6 +13,7 @@ import paddle
 
 from . import checkpoint, models
 from .data import transforms as T
+from .data.dataset import read_input_image
 from .engine.evaluate import evaluate_net
 from .engine.infer import forward_scores, restore_tensor_to_input, same_shape_runs
 from .engine.train import TrainConfig, Trainer, default_optimizer
@@ -234,7 +235,7 @@ class BaseSegmenter:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        samples = [transforms({"image": _read_input_image(im), "trans_info": []}) for im in images]
+        samples = [transforms({"image": read_input_image(im), "trans_info": []}) for im in images]
         results = [None] * len(samples)
         self.net.eval()
         for indices, batch in same_shape_runs([s["image"] for s in samples]):
@@ -427,19 +428,6 @@ def _plain(obj):
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
-
-
-def _read_input_image(image):
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"an image array must be HWC with 3 channels (BGR), got shape {image.shape}")
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        from .data.dataset import read_image
-        return read_image(os.fspath(image))
-    raise ValueError(f"img_file entries must be paths or numpy arrays, got {type(image).__name__}")
 
 
 # === The model classes ===

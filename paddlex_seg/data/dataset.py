@@ -406,6 +406,20 @@ def read_image(path):
     return image
 
 
+def read_input_image(image):
+    """An image for prediction: a path (read as BGR) or an HWC BGR array (grayscale HW
+    arrays are expanded to 3 channels). Shared by ``predict`` and the deploy Predictor."""
+    if isinstance(image, np.ndarray):
+        if image.ndim == 2:
+            image = np.repeat(image[:, :, None], 3, axis=2)
+        if image.ndim != 3 or image.shape[2] != 3:
+            raise ValueError(f"an image array must be HWC with 3 channels (BGR), got shape {image.shape}")
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(os.fspath(image))
+    raise ValueError(f"img_file entries must be paths or numpy arrays, got {type(image).__name__}")
+
+
 def read_label(path):
     """Reads a label file as an HW uint8 array of class ids.
 

@@ -26,7 +26,7 @@ import numpy as np
 import paddle.inference as paddle_infer
 import yaml
 
-from ..data.dataset import read_image
+from ..data.dataset import read_input_image
 from ..data.transforms import Compose, build_transforms, restore_to_input
 
 __all__ = ["Predictor", "InferenceModelError"]
@@ -182,7 +182,7 @@ class Predictor:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        images = [_read(image) for image in images]
+        images = [read_input_image(image) for image in images]
 
         for _ in range(warmup_iters):
             self._run(images, transforms)
@@ -257,18 +257,6 @@ def _postprocess(label_map, score_map, trans_info):
         label_map = score_map.argmax(axis=2)
     return {"label_map": label_map.astype("uint8"),
             "score_map": np.ascontiguousarray(score_map, dtype="float32")}
-
-
-def _read(image):
-    if isinstance(image, np.ndarray):
-        if image.ndim == 2:
-            image = np.repeat(image[:, :, None], 3, axis=2)
-        if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"an image array must be HWC with 3 channels (BGR), got shape {image.shape}")
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        return read_image(os.fspath(image))
-    raise ValueError(f"img_file entries must be paths or numpy arrays, got {type(image).__name__}")
 
 
 def _read_exported_yml(model_dir):

@@ -62,7 +62,7 @@ def test_predictor_module_imports_only_transforms_and_reader():
             if module.startswith("paddlex_seg"):
                 package_imports.add(module)
                 if module == "paddlex_seg.data.dataset":
-                    assert [a.name for a in node.names] == ["read_image"]
+                    assert [a.name for a in node.names] == ["read_input_image"]
         elif isinstance(node, ast.Import):
             package_imports.update(a.name for a in node.names if a.name.startswith("paddlex_seg"))
     assert package_imports, "the parser found no package import at all"
