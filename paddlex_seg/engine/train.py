@@ -174,13 +174,17 @@ class Trainer:
             schedule.last_lr = schedule.get_lr()
         self.state = TrainState.from_dict(info["train_state"])
         self.last_checkpoint = checkpoint_dir
-        logger.info(f"Resumed from {checkpoint_dir} at epoch {self.state.epoch}, "
+        self._info(f"Resumed from {checkpoint_dir} at epoch {self.state.epoch}, "
                     f"step {self.state.global_step}, lr {self._current_lr():.6g}")
+
+    def _info(self, message):
+        if self.is_main:  # one log for the whole job under paddle.distributed.launch
+            logger.info(message)
 
     # === The loop ===
     def run(self):
         cfg = self.config
-        logger.info(f"Training for {cfg.num_epochs} epochs, {self.steps_per_epoch} steps per epoch, "
+        self._info(f"Training for {cfg.num_epochs} epochs, {self.steps_per_epoch} steps per epoch, "
                     f"batch {cfg.train_batch_size} x {self.world_size} process(es), "
                     f"starting at epoch {self.state.epoch + 1}")
         self._start_time = time.time()
@@ -192,7 +196,7 @@ class Trainer:
         finally:
             if self.vdl is not None:
                 self.vdl.close()
-        logger.info(f"Training stopped: {self.stop_reason}")
+        self._info(f"Training stopped: {self.stop_reason}")
         return self.state
 
     def done(self):
