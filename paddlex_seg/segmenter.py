@@ -433,45 +433,127 @@ def _plain(obj):
 # === The model classes ===
 
 class DeepLabV3P(BaseSegmenter):
-    """DeepLabV3+ (Chen et al., ECCV 2018) on a ResNet_vd backbone.
+    """DeepLabV3+ (Chen et al., ECCV 2018) on any backbone of the registry, or your own.
 
     Args:
         num_classes (int): number of classes. Default 2.
-        backbone (str): 'ResNet50_vd' or 'ResNet101_vd'. Default 'ResNet50_vd'.
+        backbone (str|paddle.nn.Layer): a registered backbone name
+            (``paddlex_seg.models.list_backbones()``; PaddleX offers 'ResNet50_vd' and
+            'ResNet101_vd'), or a ``paddle.nn.Layer`` with a ``feat_channels`` list whose
+            forward returns one feature map per entry. A Layer is used as given (not
+            copied); such a model trains, predicts, exports and saves, but ``load_model``
+            cannot rebuild it: register a builder with ``paddlex_seg.models.register``
+            and pass its name instead. Default 'ResNet50_vd'.
         use_mixed_loss (bool|list): False → CrossEntropy; True → 0.8·CE + 0.2·Lovász;
             or a list of (loss name, weight).
-        output_stride (int): 8 or 16. Default 8.
-        backbone_indices (tuple): (low-level, high-level) feature indices. Default (0, 3).
+        output_stride (int): 8 or 16. Passed to the backbone's builder only when it
+            accepts ``output_stride`` (ResNet_vd and MobileNetV2/V3 do; Xception takes
+            it but keeps PaddleSeg's strides; HRNet, whose only feature map is at
+            stride 4, does not); otherwise it is recorded but has no effect. Default 8.
+        backbone_indices (tuple): (low-level, high-level) indices into the backbone's
+            feature list, checked against ``len(feat_channels)``. Default (0, 3).
         aspp_ratios (tuple): ASPP dilation rates. Default (1, 12, 24, 36).
         aspp_out_channels (int): ASPP output channels. Default 256.
         align_corners (bool): interpolation setting. Default False.
     """
     pretrain_choices = ("CITYSCAPES", "PascalVOC", "IMAGENET")
-    backbones = ("ResNet50_vd", "ResNet101_vd")
 
     def __init__(self, num_classes=2, backbone="ResNet50_vd", use_mixed_loss=False, output_stride=8,
                  backbone_indices=(0, 3), aspp_ratios=(1, 12, 24, 36), aspp_out_channels=256,
                  align_corners=False):
-        _check_choice("backbone", backbone, self.backbones)
-        check_backbone_name(backbone)
+        self.backbone_layer = None
+        if isinstance(backbone, paddle.nn.Layer):
+            _check_backbone_layer(backbone)
+            self.backbone_layer = backbone
+            # model.yml cannot describe an arbitrary object; load_model reads this marker.
+            backbone = {CUSTOM_BACKBONE_KEY: f"{type(backbone).__module__}.{type(backbone).__qualname__}"}
+        elif isinstance(backbone, str):
+            check_backbone_name(backbone)
+        else:
+            raise ValueError(f"backbone={backbone!r} must be a registered backbone name "
+                             f"({', '.join(models.list_backbones())}) or a paddle.nn.Layer "
+                             "with feat_channels")
         _check_choice("output_stride", output_stride, (8, 16))
-        if not isinstance(backbone_indices, (list, tuple)) or len(backbone_indices) != 2:
-            raise ValueError(f"backbone_indices must hold 2 indices (low-level, high-level), got {backbone_indices!r}")
+        if not isinstance(backbone_indices, (list, tuple)) or len(backbone_indices) != 2 or not all(
+                isinstance(i, (int, np.integer)) and not isinstance(i, bool) for i in backbone_indices):
+            raise ValueError(f"backbone_indices must hold 2 integer indices (low-level, high-level), "
+                             f"got {backbone_indices!r}")
         _check_int("aspp_out_channels", aspp_out_channels, 1)
         super().__init__(num_classes, use_mixed_loss, backbone=backbone, output_stride=output_stride,
-                         backbone_indices=tuple(backbone_indices), aspp_ratios=tuple(aspp_ratios),
-                         aspp_out_channels=aspp_out_channels, align_corners=align_corners)
+                         backbone_indices=tuple(int(i) for i in backbone_indices),
+                         aspp_ratios=tuple(aspp_ratios), aspp_out_channels=aspp_out_channels,
+                         align_corners=align_corners)
 
     def build_net(self):
-        # PaddleX trains the whole network at one learning rate: no per-stage multipliers.
-        backbone = models.get_backbone(self.backbone, output_stride=self.output_stride,
+        if self.backbone_layer is not None:
+            backbone, label = self.backbone_layer, type(self.backbone_layer).__name__
+        else:
+            # PaddleX trains the whole network at one learning rate: no per-stage multipliers.
+            backbone = _build_backbone(self.backbone, output_stride=self.output_stride,
                                        lr_mult_list=(1.0, 1.0, 1.0, 1.0))
+            label = repr(self.backbone)
+        channels = list(backbone.feat_channels)
+        if not all(-len(channels) <= i < len(channels) for i in self.backbone_indices):
+            raise ValueError(
+                f"backbone_indices={self.backbone_indices!r} must index the {len(channels)} feature "
+                f"maps of backbone {label} (feat_channels {channels}); allowed indices are "
+                f"0 … {len(channels) - 1}")
         return models.DeepLabV3P(self.num_classes, backbone, backbone_indices=self.backbone_indices,
                                  aspp_ratios=self.aspp_ratios, aspp_out_channels=self.aspp_out_channels,
                                  align_corners=self.align_corners)
 
     def pretrain_key(self):
-        return f"{self.model_name}_{self.backbone}"
+        name = type(self.backbone_layer).__name__ if self.backbone_layer is not None else self.backbone
+        return f"{self.model_name}_{name}"
+
+    def _load_pretrained(self, pretrain_weights):
+        from .weights import PRETRAINED_WEIGHTS, available_pretrain_weights
+        dataset = next((c for c in self.pretrain_choices
+                        if isinstance(pretrain_weights, str) and c.lower() == pretrain_weights.lower()), None)
+        # Published weights exist for a few backbones only; say which, instead of a bare miss.
+        if dataset is not None and dataset not in available_pretrain_weights(self.pretrain_key()):
+            prefix = f"{self.model_name}_"
+            having = [key[len(prefix):] for key, d in PRETRAINED_WEIGHTS
+                      if d == dataset and key.startswith(prefix)]
+            raise ValueError(
+                f"pretrain_weights={pretrain_weights!r}: DeepLabV3P has {dataset} weights only for "
+                f"backbone {', '.join(map(repr, having))}, not for {self.pretrain_key()[len(prefix):]!r}; "
+                "pass pretrain_weights=None (train from scratch) or a path to a .pdparams file")
+        super()._load_pretrained(pretrain_weights)
+
+
+# model.yml's record of a backbone given as a Layer instance: {CUSTOM_BACKBONE_KEY: class path}.
+CUSTOM_BACKBONE_KEY = "custom_layer"
+
+
+def _check_backbone_layer(layer):
+    channels = getattr(layer, "feat_channels", None)
+    if not isinstance(channels, (list, tuple)) or not channels or not all(
+            isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c > 0 for c in channels):
+        raise ValueError(f"backbone={type(layer).__name__} must have a feat_channels list of positive "
+                         f"ints (one per feature map its forward returns), got {channels!r}")
+
+
+def _build_backbone(name, **optional):
+    """Build a registered backbone, passing each ``optional`` argument only if its builder takes it.
+
+    An argument is passed when the builder names it. Builders that take ``**kwargs``
+    forward them to a constructor we cannot see, so the argument is tried and dropped
+    again when that constructor rejects it by name (HRNet takes no ``output_stride``).
+    """
+    import inspect
+    builder = models.backbones.BACKBONES[name]
+    params = inspect.signature(builder).parameters
+    open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs = {k: v for k, v in optional.items() if k in params or open_ended}
+    while True:
+        try:
+            return builder(**kwargs)
+        except TypeError as error:
+            rejected = [k for k in kwargs if k not in params and f"'{k}'" in str(error)]
+            if not rejected:
+                raise
+            kwargs.pop(rejected[0])
 
 
 class BiSeNetV2(BaseSegmenter):
@@ -566,7 +648,16 @@ def load_model(model_dir):
     if name not in MODEL_CLASSES:
         raise checkpoint.ModelDirError(
             f"{model_dir}: unknown model class {name!r}; known: {', '.join(MODEL_CLASSES)}")
-    model = MODEL_CLASSES[name](**(info.get("_init_params") or {}))
+    params = info.get("_init_params") or {}
+    custom = params.get("backbone")
+    if isinstance(custom, dict) and CUSTOM_BACKBONE_KEY in custom:
+        raise checkpoint.ModelDirError(
+            f"{model_dir}: the {name} was built on a custom backbone Layer "
+            f"({custom[CUSTOM_BACKBONE_KEY]}), which model.yml cannot rebuild. Rebuild the model "
+            "yourself and load model.pdparams with net.set_state_dict, or make it loadable: "
+            "register a builder with paddlex_seg.models.register (a function named after the "
+            "backbone that returns the Layer) and pass that name as backbone=")
+    model = MODEL_CLASSES[name](**params)
     model.labels = list(info.get("labels") or [])
     model.status = info.get("status", "Normal")
     model.best_accuracy = info.get("best_accuracy", -1.0)

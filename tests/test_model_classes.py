@@ -197,10 +197,19 @@ def assert_value_error(call, *fragments):
         assert fragment in message, f"{fragment!r} not in {message!r}"
 
 
-@pytest.mark.parametrize("backbone", ["ResNet18_vd", "resnet50_vd", "MobileNetV3_large_x1_0", "HRNet_W18"])
+@pytest.mark.parametrize("backbone", ["resnet50_vd", "ResNet50", "VGG16", 50])
 def test_unknown_backbone_names_the_argument_and_the_choices(backbone):
+    # Any registered name is accepted (see test_custom_backbone.py); others list what exists.
     assert_value_error(lambda: seg.DeepLabV3P(backbone=backbone),
-                       "backbone", repr(backbone), "'ResNet50_vd'", "'ResNet101_vd'")
+                       "backbone", repr(backbone), "ResNet50_vd", "ResNet101_vd")
+
+
+@pytest.mark.parametrize("backbone, indices", [("ResNet18_vd", (0, 3)), ("MobileNetV3_large_x1_0", (0, 3)),
+                                               ("Xception65_deeplab", (0, 1))])
+def test_any_registered_backbone_name_is_accepted(backbone, indices):
+    with paddle.LazyGuard():
+        model = seg.DeepLabV3P(backbone=backbone, backbone_indices=indices)
+    assert model.init_params["backbone"] == backbone
 
 
 @pytest.mark.parametrize("width", [17, 20, 0, "W48", None])
