@@ -125,6 +125,13 @@ def test_pruned_network_reaches_flops_target_runs_and_trains(case, target):
     assert (before, after) == (paddle_flops(case.net), paddle_flops(pruned))
     assert abs(measured - target) <= 0.02
     assert measured == pytest.approx(achieved, abs=1e-9)
+    # Every pruned group of 16+ channels keeps a multiple of 8 (oneDNN's fast layouts).
+    widths = {key: p.shape[0] for key, p in case.net.state_dict().items()}
+    for name in ratios:
+        kept = pruned.state_dict()[name].shape[0]
+        assert kept < widths[name]
+        if widths[name] >= 2 * prune.CHANNEL_MULTIPLE:
+            assert kept % prune.CHANNEL_MULTIPLE == 0, (name, widths[name], kept)
 
     pruned.train()
     optimizer = paddle.optimizer.SGD(learning_rate=0.01, parameters=pruned.parameters())
@@ -153,7 +160,7 @@ def test_concat_consumers_lose_the_channels_at_the_right_offset(name, master, of
     net.eval()
     weights = dict(net.named_parameters())
     width = weights[master].shape[0]
-    dead = np.arange(3, width, 4)  # every 4th channel outputs exactly zero
+    dead = np.arange(1, width, 2)  # every 2nd channel outputs exactly zero (keeps 8k)
     weight = weights[master].numpy()
     weight[dead] = 0  # smallest L1 norm: these are the channels pruned
     weights[master].set_value(weight)
@@ -255,6 +262,19 @@ def test_arguments_are_checked():
         prune.sensitivity(net, lambda: 1.0, INPUT, ratios=(0.1, 1.2))
     assert names[1] not in prune.prunable_params(net, INPUT, skip=[names[1]])
     assert shapes(net) == shapes(build("UNet"))  # nothing above changed the network
+
+
+def test_kept_channels_are_rounded_to_the_channel_multiple():
+    net = build("UNet")
+    session = prune._Session(net, INPUT, "l1_norm")
+    first = prune.prunable_params(net, INPUT)[0]  # 64 channels
+    assert session.channels[first] == 64
+    kept = {ratio: 64 - session.removed(first, ratio) for ratio in (0.01, 0.07, 0.3, 0.95)}
+    assert kept == {0.01: 64, 0.07: 64, 0.3: 48, 0.95: 8}
+    assert session.smallest_ratio(first) == 5 / 64  # keeps 59 -> 56 (60 rounds up to 64)
+    assert session.snap({first: 0.3}) == {first: 16 / 64}
+    with pytest.raises(ValueError, match="use at least 0.0781"):
+        prune.apply_pruning(net, {first: 1 / 64}, INPUT)
 
 
 def test_unreachable_request_gives_the_closest_with_a_warning(caplog):
