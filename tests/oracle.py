@@ -67,3 +67,47 @@ def assert_output_parity(ours, theirs, input_shape, rel_tol=1e-4, seed=0):
         rel.append(float(np.abs(a - b).max()) / scale)
     assert max(rel) <= rel_tol, f"relative max abs difference {rel} > {rel_tol}"
     return rel[0]
+
+
+def he_init_weights(layer, seed=1, gain=2.0):
+    """Give every conv / linear weight random values of std sqrt(gain / fan_in).
+
+    Both libraries initialise convolutions with N(0, 0.001); that shrinks the signal of
+    deep paths to almost nothing, and a parity check would then barely see them.
+    He scaling is gain 2; networks with many residual additions (Xception's middle
+    flow) need gain 1 to keep the features finite.
+    """
+    rng = np.random.RandomState(seed)
+    for param in layer.parameters():
+        if param.ndim == 4:  # conv [out, in, kh, kw]
+            fan_in = int(np.prod(param.shape[1:]))
+        elif param.ndim == 2:  # linear [in, out]
+            fan_in = param.shape[0]
+        else:
+            continue
+        values = rng.standard_normal(param.shape) * np.sqrt(gain / fan_in)
+        param.set_value(values.astype("float32"))
+
+
+def backbone_features_of_both(ours, theirs, input_shape, seed=0, gain=2.0):
+    """Copy PaddleSeg's backbone (He weights, random BN statistics) into ours and return
+    both lists of feature maps for the same input, as NumPy arrays."""
+    assert_same_state_dict_layout(ours, theirs)
+    he_init_weights(theirs, gain=gain)
+    randomize_batch_norm_stats(theirs, seed=1)
+    ours.set_state_dict(theirs.state_dict())
+    ours.eval()
+    theirs.eval()
+    x = paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, input_shape).astype("float32"))
+    with paddle.no_grad():
+        return [f.numpy() for f in ours(x)], [f.numpy() for f in theirs(x)]
+
+
+def relative_differences(feats_a, feats_b, count=None):
+    """Max abs difference of each pair of feature maps over the larger's max abs value."""
+    assert len(feats_a) == len(feats_b) and (count is None or len(feats_a) == count)
+    rel = []
+    for a, b in zip(feats_a, feats_b):
+        assert a.shape == b.shape, (a.shape, b.shape)
+        rel.append(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
+    return rel

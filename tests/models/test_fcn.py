@@ -2,10 +2,10 @@
 import paddle
 import pytest
 
-from oracle import assert_output_parity, assert_same_state_dict_layout, require_paddleseg
+from oracle import assert_output_parity, assert_same_state_dict_layout, he_init_weights, require_paddleseg
 from paddlex_seg.models.backbones import BACKBONES
 from paddlex_seg.models.fcn import FCN
-from test_hrnet import he_init_weights, paddleseg_hrnet  # same directory
+from test_hrnet import paddleseg_hrnet  # same directory
 
 
 def paddleseg_fcn(num_classes, backbone, **kwargs):

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from oracle import assert_output_parity, assert_same_state_dict_layout, require_paddleseg
+from oracle import assert_output_parity, assert_same_state_dict_layout, he_init_weights, require_paddleseg
 from paddlex_seg.models.backbones import BACKBONES, list_backbones
 from paddlex_seg.models.backbones.hrnet import HRNet
 from paddlex_seg.models.layers import resize_to
@@ -19,24 +19,6 @@ def paddleseg_hrnet(name, **kwargs):
     require_paddleseg()
     from paddleseg.models import backbones
     return getattr(backbones, name)(**kwargs)
-
-
-def he_init_weights(layer, seed=1):
-    """Give every conv / linear weight He-scaled random values.
-
-    Both libraries initialise convolutions with N(0, 0.001); that shrinks the signal
-    of deep paths to almost nothing, and a parity check would then barely see them.
-    """
-    rng = np.random.RandomState(seed)
-    for param in layer.parameters():
-        if param.ndim == 4:  # conv [out, in, kh, kw]
-            fan_in = int(np.prod(param.shape[1:]))
-        elif param.ndim == 2:  # linear [in, out]
-            fan_in = param.shape[0]
-        else:
-            continue
-        values = rng.standard_normal(param.shape) * np.sqrt(2.0 / fan_in)
-        param.set_value(values.astype("float32"))
 
 
 class AtInputSize(paddle.nn.Layer):

@@ -3,7 +3,9 @@ import numpy as np
 import paddle
 import pytest
 
-from oracle import assert_same_state_dict_layout, randomize_batch_norm_stats, require_paddleseg
+from oracle import (assert_same_state_dict_layout, relative_differences,
+                    require_paddleseg)
+from oracle import backbone_features_of_both as features_of_both
 from paddlex_seg.models.backbones import BACKBONES, list_backbones
 from paddlex_seg.models.backbones.mobilenetv2 import MobileNetV2
 
@@ -25,39 +27,6 @@ def paddleseg_mobilenetv2(name, **kwargs):
     # instance in one process is refused unless names are drawn from a fresh scope.
     with paddle.utils.unique_name.guard():
         return getattr(mobilenetv2, name)(**kwargs)
-
-
-def he_init_weights(layer, seed=1):
-    """He-scaled conv weights: with the libraries' tiny default init a parity check would
-    barely see the deep blocks."""
-    rng = np.random.RandomState(seed)
-    for param in layer.parameters():
-        if param.ndim == 4:
-            fan_in = int(np.prod(param.shape[1:]))
-            values = rng.standard_normal(param.shape) * np.sqrt(2.0 / fan_in)
-            param.set_value(values.astype("float32"))
-
-
-def features_of_both(ours, theirs, input_shape, seed=0):
-    """Copy theirs (He weights, random BN statistics) into ours; both feature lists."""
-    assert_same_state_dict_layout(ours, theirs)
-    he_init_weights(theirs)
-    randomize_batch_norm_stats(theirs, seed=1)
-    ours.set_state_dict(theirs.state_dict())
-    ours.eval()
-    theirs.eval()
-    x = paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, input_shape).astype("float32"))
-    with paddle.no_grad():
-        return [f.numpy() for f in ours(x)], [f.numpy() for f in theirs(x)]
-
-
-def relative_differences(feats_a, feats_b):
-    assert len(feats_a) == len(feats_b) == 4
-    rel = []
-    for a, b in zip(feats_a, feats_b):
-        assert a.shape == b.shape, (a.shape, b.shape)
-        rel.append(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
-    return rel
 
 
 # --- state-dict layout and feat_channels of every builder -------------------------------

@@ -3,7 +3,7 @@ import numpy as np
 import paddle
 import pytest
 
-from oracle import assert_same_state_dict_layout, randomize_batch_norm_stats, require_paddleseg
+from oracle import assert_same_state_dict_layout, he_init_weights, randomize_batch_norm_stats, require_paddleseg
 from paddlex_seg.models.backbones import BACKBONES, list_backbones
 from paddlex_seg.models.backbones.mobilenetv3 import MobileNetV3, stride_schedule
 
@@ -45,17 +45,6 @@ def paddleseg_mobilenetv3(model_name, output_stride):
                 row.append(2)
     return ps.MobileNetV3(config=config, stages_pattern=None,
                           out_index=ps.OUT_INDEX[model_name], scale=1.0)
-
-
-def he_init_weights(layer, seed=1):
-    """He-scaled conv weights: with the libraries' tiny default init a parity check would
-    barely see the deep blocks."""
-    rng = np.random.RandomState(seed)
-    for param in layer.parameters():
-        if param.ndim == 4:
-            fan_in = int(np.prod(param.shape[1:]))
-            values = rng.standard_normal(param.shape) * np.sqrt(2.0 / fan_in)
-            param.set_value(values.astype("float32"))
 
 
 def feature_parity(ours, theirs, input_shape, seed=0):

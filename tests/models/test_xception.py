@@ -5,7 +5,8 @@ import numpy as np
 import paddle
 import pytest
 
-from oracle import assert_same_state_dict_layout, randomize_batch_norm_stats, require_paddleseg
+from oracle import (assert_same_state_dict_layout, backbone_features_of_both,
+                    relative_differences, require_paddleseg)
 from paddlex_seg.models.backbones import BACKBONES, list_backbones
 from paddlex_seg.models.backbones.xception_deeplab import XceptionDeeplab
 
@@ -28,39 +29,6 @@ def cheap_init():
         yield
     finally:
         paddle.nn.initializer.set_global_initializer(None)
-
-
-def he_init_weights(layer, seed=1, gain=1.0):
-    """He-scaled conv weights (the libraries' tiny default init hides deep blocks from a
-    parity check). Gain 1 rather than 2: the middle flow's 16 residual additions would
-    otherwise grow the features to ~1e11."""
-    rng = np.random.default_rng(seed)
-    for param in layer.parameters():
-        if param.ndim == 4:
-            std = np.float32(np.sqrt(gain / np.prod(param.shape[1:])))
-            param.set_value(rng.standard_normal(param.shape, dtype=np.float32) * std)
-
-
-def features_of_both(ours, theirs, input_shape, seed=0):
-    """Copy theirs (He weights, random BN statistics) into ours; both feature lists."""
-    assert_same_state_dict_layout(ours, theirs)
-    he_init_weights(theirs)
-    randomize_batch_norm_stats(theirs, seed=1)
-    ours.set_state_dict(theirs.state_dict())
-    ours.eval()
-    theirs.eval()
-    x = paddle.to_tensor(np.random.RandomState(seed).uniform(-1, 1, input_shape).astype("float32"))
-    with paddle.no_grad():
-        return [f.numpy() for f in ours(x)], [f.numpy() for f in theirs(x)]
-
-
-def relative_differences(feats_a, feats_b):
-    assert len(feats_a) == len(feats_b) == 2
-    rel = []
-    for a, b in zip(feats_a, feats_b):
-        assert a.shape == b.shape, (a.shape, b.shape)
-        rel.append(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
-    return rel
 
 
 # --- state-dict layout and feat_channels of every builder -------------------------------
@@ -94,7 +62,7 @@ def test_features_match_paddleseg(name, output_stride):
     with cheap_init():
         ours = BACKBONES[name](output_stride=output_stride)
         theirs = paddleseg_xception(name, output_stride=output_stride)
-    feats_ours, feats_theirs = features_of_both(ours, theirs, (1, 3, 64, 64))
+    feats_ours, feats_theirs = backbone_features_of_both(ours, theirs, (1, 3, 64, 64), gain=1.0)  # see he_init_weights
     rel = relative_differences(feats_ours, feats_theirs)
     assert max(rel) <= 1e-4, f"relative max abs difference per feature: {rel}"
 
@@ -105,7 +73,7 @@ def test_parity_check_sees_a_missing_block():
         ours = BACKBONES["Xception41_deeplab"]()
         theirs = paddleseg_xception("Xception41_deeplab")
     ours._middle_flow.pop()  # still a sub-layer: the layout is unchanged
-    feats_ours, feats_theirs = features_of_both(ours, theirs, (1, 3, 64, 64))
+    feats_ours, feats_theirs = backbone_features_of_both(ours, theirs, (1, 3, 64, 64), gain=1.0)  # see he_init_weights
     rel = relative_differences(feats_ours, feats_theirs)
     assert rel[0] == 0.0 and rel[1] > 1e-2, rel
 
