@@ -111,3 +111,17 @@ def relative_differences(feats_a, feats_b, count=None):
         assert a.shape == b.shape, (a.shape, b.shape)
         rel.append(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-6)))
     return rel
+
+
+def backbone_output_strides(net, size=64):
+    """Run a backbone in eval mode on a size x size input and check its contract: a list
+    of feature maps whose channels equal ``feat_channels``, and nothing stored on the
+    backbone by forward. Returns each map's stride."""
+    net.eval()
+    attributes = set(vars(net))
+    with paddle.no_grad():
+        feats = net(paddle.rand([1, 3, size, size]))
+    assert isinstance(feats, list)
+    assert [f.shape[1] for f in feats] == net.feat_channels
+    assert set(vars(net)) == attributes, "forward must not store anything on the backbone"
+    return [size // f.shape[2] for f in feats]

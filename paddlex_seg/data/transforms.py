@@ -507,36 +507,35 @@ class RandomScaleAspect(Transform):
         return _resize_sample(sample, (h, w), "LINEAR", record=False)
 
 
-class RandomHorizontalFlip(Transform):
+class _RandomFlip(Transform):
+    """Flip image and label together about ``_axis`` (OpenCV's flip code)."""
+    _axis = None
+
+    def __init__(self, prob=0.5):
+        self.prob = _check_prob("prob", prob)
+
+    def __call__(self, sample):
+        if np.random.random() < self.prob:
+            _flip_sample(sample, self._axis)
+        return sample
+
+
+class RandomHorizontalFlip(_RandomFlip):
     """Flip image and label left-right with probability ``prob``.
 
     Args:
         prob (float, optional): flip probability. Default: 0.5.
     """
-
-    def __init__(self, prob=0.5):
-        self.prob = _check_prob("prob", prob)
-
-    def __call__(self, sample):
-        if np.random.random() < self.prob:
-            _flip_sample(sample, 1)
-        return sample
+    _axis = 1  # around the vertical axis
 
 
-class RandomVerticalFlip(Transform):
+class RandomVerticalFlip(_RandomFlip):
     """Flip image and label upside down with probability ``prob``.
 
     Args:
         prob (float, optional): flip probability. Default: 0.5.
     """
-
-    def __init__(self, prob=0.5):
-        self.prob = _check_prob("prob", prob)
-
-    def __call__(self, sample):
-        if np.random.random() < self.prob:
-            _flip_sample(sample, 0)
-        return sample
+    _axis = 0  # around the horizontal axis
 
 
 class RandomRotate(Transform):
