@@ -7,7 +7,8 @@
       model.pdiparams        normalised by the eval transforms; outputs, in this order,
       model.pdiparams.info   label_map (N, 1, H, W) int32 and score_map (N, H, W, C)
                              float32 (softmax of the main logit, channels last)
-      model.yml              class, labels, eval transforms, input shape, outputs
+      model.yml              class, labels, eval transforms, input shape, outputs,
+                             and the test-time augmentation (``aug``) when one is given
       model.onnx             only with ``onnx=True`` (paddle2onnx)
 
 ``paddlex_seg.deploy.Predictor(save_dir)`` runs it with ``paddle.inference``.
@@ -26,6 +27,13 @@ Model kinds
     * quantized models ('Quantized', holding ``model.quanter`` from QAT) go through
       ``paddlex_seg.slim.quant.save_quantized_inference_model``, which writes the
       quantize/dequantize program that Paddle Inference runs in int8 on CPU.
+
+Test-time augmentation
+    ``aug`` (``paddlex_seg.aug.TestTimeAug`` or its dict) is written to model.yml as
+    ``Export: aug:`` and the Predictor applies it around the exported network (the
+    program itself is unchanged). Scales and sliding windows feed the network other
+    sizes than the transformed image's, so they cannot be combined with a
+    ``fixed_input_shape``; flips can.
 
 ONNX
     ``paddle2onnx`` 1.2.x (the line that reads Paddle 2.6 programs; tested with
@@ -56,6 +64,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import yaml
 
+from ..aug import TestTimeAug
 from ..data import transforms as T
 from ..log import logger
 
@@ -135,7 +144,8 @@ def parse_fixed_input_shape(value):
     return (None if batch in (None, -1) else batch), height, width
 
 
-def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, opset_version=11):
+def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, opset_version=11,
+                           aug=None):
     """Write ``model`` to ``save_dir`` as a Paddle inference model (+ ONNX on request).
 
     Args:
@@ -147,14 +157,16 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
         onnx (bool): also write ``model.onnx`` with paddle2onnx. Default: False.
         opset_version (int): ONNX opset (paddle2onnx raises it where an operator needs
             more). Default: 11.
+        aug (TestTimeAug|dict|None): test-time augmentation recorded in model.yml for
+            the Predictor; None records none. Default: None.
 
     Returns:
         str: the absolute path of ``save_dir``.
 
     Raises:
         ValueError: bad arguments, a quantized model without its quantizer, transforms
-            that cannot produce the fixed shape, or ONNX for a network that needs a
-            fixed shape without one.
+            that cannot produce the fixed shape, ONNX for a network that needs a
+            fixed shape without one, or scales / sliding windows with a fixed shape.
         ImportError: ``onnx=True`` without paddle2onnx installed.
         RuntimeError: paddle2onnx failed (its error lines are in the message).
     """
@@ -166,6 +178,12 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
     if not isinstance(onnx, bool):
         raise ValueError(f"onnx must be True or False, got {onnx!r}")
     shape = parse_fixed_input_shape(fixed_input_shape)
+    aug = TestTimeAug.from_value(aug)
+    if aug is not None and shape is not None and not aug.keeps_input_size:
+        raise ValueError(
+            f"aug with scales {list(aug.scales)} / sliding_window {aug.sliding_window} feeds the "
+            f"network other sizes than fixed_input_shape={fixed_input_shape!r} allows: export "
+            "without fixed_input_shape, or keep only the flips in aug")
     status = getattr(model, "status", "Normal")
     if status not in ("Normal", "Pruned", "Quantized"):
         raise ValueError(f"model.status is {status!r}; export handles 'Normal', 'Pruned' and "
@@ -194,6 +212,7 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
             "float32", INPUT_NAME)]
         _save_program(model, status, os.path.join(work, MODEL_PREFIX), input_spec)
         info = _export_info(model, transforms, fixed_input_shape, shape, status)
+        info["Export"]["aug"] = None if aug is None else aug.to_dict()
         _write_yml(os.path.join(work, MODEL_YML), info)
         if onnx:
             export_onnx(work, opset_version=opset_version)

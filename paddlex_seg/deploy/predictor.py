@@ -10,8 +10,13 @@ equal ``model.predict``'s for the model that was exported: the same transforms (
 from model.yml), the same network, and the same way back to the input's size
 (bilinear resize of the probabilities, then argmax).
 
-Deployment needs only this file, the transforms and the image reader: it imports
-nothing of paddlex_seg's training code (engine, models, segmenter, slim).
+Deployment needs only this file, the transforms, the image reader and ``paddlex_seg.aug``
+(NumPy and OpenCV only): it imports nothing of paddlex_seg's training code (engine,
+models, segmenter, slim).
+
+Test-time augmentation (flips, scales, sliding windows; ``paddlex_seg.aug``): an
+``aug`` recorded in model.yml by ``export(..., aug=...)`` is applied to every
+prediction; ``predict(..., aug=...)`` overrides it and ``aug=False`` turns it off.
 
 Images of another size than a fixed input shape: the exported model.yml records eval
 transforms that resize to that shape, so any image works and its result comes back at
@@ -26,6 +31,7 @@ import numpy as np
 import paddle.inference as paddle_infer
 import yaml
 
+from ..aug import TestTimeAug, augmented_scores
 from ..data.dataset import read_input_image
 from ..data.transforms import Compose, build_transforms, restore_to_input
 
@@ -65,6 +71,7 @@ class Predictor:
         labels (list[str]): class names from model.yml.
         num_classes (int): number of classes.
         transforms (Compose|None): the recorded eval transforms.
+        aug (TestTimeAug|None): the test-time augmentation recorded in model.yml.
         input_shape (list): exported NCHW input shape, None for a free dimension.
         timings (dict): of the last ``predict``: milliseconds per repeat for
             'preprocess', 'inference' and 'postprocess' (mean over ``repeats``),
@@ -110,6 +117,11 @@ class Predictor:
         except ValueError as e:
             raise InferenceModelError(f"{self.model_dir}/{MODEL_YML}: its Transforms cannot be "
                                       f"rebuilt: {e}") from None
+        try:
+            self.aug = TestTimeAug.from_value(export.get("aug"))
+        except ValueError as e:
+            raise InferenceModelError(f"{self.model_dir}/{MODEL_YML}: its Export aug is invalid: "
+                                      f"{e}") from None
         self.timings = {}
 
         config = paddle_infer.Config(*_model_files(self.model_dir, export))
@@ -153,7 +165,7 @@ class Predictor:
                 f"{self.model_dir!r}: expected 2 outputs (label_map, score_map), the program "
                 f"has {len(self._outputs)}; it was not exported by paddlex_seg")
 
-    def predict(self, img_file, transforms=None, warmup_iters=0, repeats=1):
+    def predict(self, img_file, transforms=None, warmup_iters=0, repeats=1, aug=None):
         """Predict one image or a batch.
 
         Args:
@@ -163,6 +175,9 @@ class Predictor:
             transforms (Compose|None): defaults to the transforms recorded in model.yml.
             warmup_iters (int): untimed runs of the whole pipeline first. Default: 0.
             repeats (int): timed runs; ``timings`` holds their mean. Default: 1.
+            aug (TestTimeAug|dict|bool|None): test-time augmentation. None uses the one
+                recorded in model.yml (if any); False predicts plainly; a TestTimeAug or
+                dict overrides the recorded one. Default: None.
 
         Returns:
             dict | list[dict]: like ``model.predict``: ``label_map`` (H, W) uint8 and
@@ -178,6 +193,7 @@ class Predictor:
         for name, value, low in (("warmup_iters", warmup_iters, 0), ("repeats", repeats, 1)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        aug = self._choose_aug(aug)
         single = not isinstance(img_file, (list, tuple))
         images = [img_file] if single else list(img_file)
         if not images:
@@ -185,10 +201,10 @@ class Predictor:
         images = [read_input_image(image) for image in images]
 
         for _ in range(warmup_iters):
-            self._run(images, transforms)
+            self._run(images, transforms, aug)
         totals = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
         for _ in range(repeats):
-            results, times = self._run(images, transforms)
+            results, times = self._run(images, transforms, aug)
             for key in totals:
                 totals[key] += times[key]
         self.timings = {key: 1000.0 * value / repeats for key, value in totals.items()}
@@ -203,8 +219,22 @@ class Predictor:
         """A copy of ``timings`` (PaddleX-style accessor)."""
         return dict(self.timings)
 
+    def _choose_aug(self, aug):
+        if aug is False:
+            return None
+        aug = self.aug if aug is None else TestTimeAug.from_value(aug)
+        fixed = self.input_shape[2:]
+        if aug is not None and not aug.keeps_input_size and any(v is not None for v in fixed):
+            raise ValueError(
+                f"aug with scales {list(aug.scales)} / sliding_window {aug.sliding_window} needs "
+                f"a free input size, but the model was exported for {fixed[0]}x{fixed[1]} (h x w); "
+                "export it without fixed_input_shape, or keep only the flips")
+        return aug
+
     # --- the three stages ------------------------------------------------------------
-    def _run(self, images, transforms):
+    def _run(self, images, transforms, aug=None):
+        if aug is not None:
+            return self._run_augmented(images, transforms, aug)
         start = time.perf_counter()
         samples = [transforms({"image": image}) for image in images]
         batches = self._batches([s["image"] for s in samples])
@@ -219,17 +249,49 @@ class Predictor:
         return results, {"preprocess": preprocessed - start, "inference": inferred - preprocessed,
                          "postprocess": done - inferred}
 
+    def _run_augmented(self, images, transforms, aug):
+        """``_run`` with test-time augmentation: each image alone, scores averaged over views."""
+        start = time.perf_counter()
+        samples = [transforms({"image": image}) for image in images]
+        for i, sample in enumerate(samples):
+            self._check_size(i, sample["image"])
+        preprocessed = time.perf_counter()
+        scores = [augmented_scores(self._softmax_scores, s["image"], aug) for s in samples]
+        inferred = time.perf_counter()
+        results = []
+        for sample, score in zip(samples, scores):
+            score_map = score.transpose(1, 2, 0)
+            results.append(_postprocess(score_map.argmax(axis=2), score_map, sample["trans_info"]))
+        done = time.perf_counter()
+        return results, {"preprocess": preprocessed - start, "inference": inferred - preprocessed,
+                         "postprocess": done - inferred}
+
+    def _softmax_scores(self, batch):
+        """Scores (N, C, H, W) of a float32 NCHW batch, run in the exported batch size."""
+        step = self.input_shape[0] or len(batch)
+        parts = []
+        for k in range(0, len(batch), step):
+            chunk = batch[k:k + step]
+            if len(chunk) < step:  # a fixed batch: pad with copies
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), 0)])
+            parts.append(self._infer(chunk)[1][:len(batch) - k])
+        return np.concatenate(parts).transpose(0, 3, 1, 2)
+
+    def _check_size(self, i, image):
+        height, width = self.input_shape[2:]
+        if (height is not None and image.shape[1] != height) or (
+                width is not None and image.shape[2] != width):
+            raise ValueError(
+                f"image {i} is {image.shape[1]}x{image.shape[2]} (h x w) after the transforms, "
+                f"but the model was exported for {height}x{width}: use the transforms "
+                "recorded in model.yml (they resize to it) or transforms that give that size")
+
     def _batches(self, chw_images):
         """(indices, NCHW batch) for runs of same-sized images, in the exported batch size."""
-        batch_size, _, height, width = self.input_shape
+        batch_size = self.input_shape[0]
         groups = {}
         for i, image in enumerate(chw_images):
-            if (height is not None and image.shape[1] != height) or (
-                    width is not None and image.shape[2] != width):
-                raise ValueError(
-                    f"image {i} is {image.shape[1]}x{image.shape[2]} (h x w) after the transforms, "
-                    f"but the model was exported for {height}x{width}: use the transforms "
-                    "recorded in model.yml (they resize to it) or transforms that give that size")
+            self._check_size(i, image)
             groups.setdefault(image.shape, []).append(i)
         batches = []
         for indices in groups.values():

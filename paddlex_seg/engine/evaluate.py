@@ -10,7 +10,7 @@ import paddle
 
 from ..data.dataset import SampleError, SegDataError, collate, raise_for_error_batch
 
-from .infer import forward_scores, restore_tensor_to_input, same_shape_runs
+from .infer import image_scores, restore_tensor_to_input
 from .metrics import confusion_matrix, metrics_from_confusion
 
 
@@ -50,7 +50,7 @@ def _collate_eval(samples):
     return [list(field) for field in zip(*samples)]
 
 
-def evaluate_net(net, dataset, num_classes, transforms, batch_size=1, num_workers=0):
+def evaluate_net(net, dataset, num_classes, transforms, batch_size=1, num_workers=0, aug=None):
     """Run ``net`` over a labelled dataset and return (metrics, confusion matrix).
 
     Args:
@@ -62,6 +62,9 @@ def evaluate_net(net, dataset, num_classes, transforms, batch_size=1, num_worker
         batch_size (int): images per forward pass; images whose transformed sizes
             differ are run in separate passes.
         num_workers (int): DataLoader workers reading and transforming images.
+        aug (TestTimeAug|None): test-time augmentation (``paddlex_seg.aug``); with one,
+            each image is scored alone, in at most ``aug.window_batch_size`` windows
+            per forward pass. None: plain batched prediction.
     """
     was_training = net.training
     net.eval()
@@ -74,12 +77,10 @@ def evaluate_net(net, dataset, num_classes, transforms, batch_size=1, num_worker
             raise_for_error_batch(batch)
             images, labels, infos = ([x.numpy() if hasattr(x, "numpy") else x for x in field]
                                      for field in batch)
-            for idx, batch in same_shape_runs(images):
-                scores = forward_scores(net, batch)
-                for j, i in enumerate(idx):
-                    restored = restore_tensor_to_input(scores[j:j + 1], infos[i])
-                    pred = paddle.argmax(restored[0], axis=0).numpy()
-                    cm += confusion_matrix(labels[i], pred, num_classes)
+            for i, scores in image_scores(net, images, aug):
+                restored = restore_tensor_to_input(scores, infos[i])
+                pred = paddle.argmax(restored[0], axis=0).numpy()
+                cm += confusion_matrix(labels[i], pred, num_classes)
     finally:
         if was_training:
             net.train()

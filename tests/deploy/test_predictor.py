@@ -19,9 +19,10 @@ from paddlex_seg.deploy import InferenceModelError, Predictor
 from paddlex_seg.deploy import predictor as predictor_module
 
 # What predictor.py may import from paddlex_seg: the transforms, the image reader, and
-# the package logger (logging only). No engine, models, segmenter or slim.
+# the package logger (logging only) and test-time augmentation (NumPy + OpenCV only).
+# No engine, models, segmenter or slim.
 ALLOWED_PACKAGE_IMPORTS = {"paddlex_seg.data.transforms", "paddlex_seg.data.dataset",
-                           "paddlex_seg.log"}
+                           "paddlex_seg.log", "paddlex_seg.aug"}
 TRAINING_MODULES = ("paddlex_seg.engine", "paddlex_seg.segmenter", "paddlex_seg.slim",
                     "paddlex_seg.models", "paddlex_seg.checkpoint", "paddlex_seg.weights")
 
