@@ -31,15 +31,33 @@ builder named after it, and the name is recorded in `model.yml`, so `load_model`
 rebuilds it:
 
 ```python
+import paddle.nn as nn
 import paddlex_seg as seg
 from paddlex_seg.models import register
 
+
+class TinyNet(nn.Layer):
+    def __init__(self):
+        super().__init__()
+        self.feat_channels = [16, 32]
+        self.stage1 = nn.Conv2D(3, 16, 3, stride=2, padding=1)
+        self.stage2 = nn.Conv2D(16, 32, 3, stride=2, padding=1)
+
+    def forward(self, x):
+        low = self.stage1(x)
+        return [low, self.stage2(low)]
+
+
 @register
-def MyTinyNet(**kwargs):      # the function's name is the backbone's name
-    return TinyNet(**kwargs)  # has .feat_channels, e.g. [16, 32]
+def MyTinyNet():              # the function's name is the backbone's name
+    return TinyNet()
+
 
 model = seg.DeepLabV3P(num_classes=3, backbone='MyTinyNet', backbone_indices=(0, 1))
 ```
+
+[Models](models.md#your-own-backbone) has a complete example: training, saving and
+`load_model`.
 
 A Layer instance (`backbone=TinyNet()`) also trains, predicts and exports, but
 `load_model` cannot rebuild it and says so. `output_stride` is passed only to builders
@@ -48,8 +66,8 @@ Pretrained DeepLabV3P weights exist for ResNet50_vd and ResNet101_vd only; with 
 other backbone train with `pretrain_weights=None` (or a `.pdparams` path).
 
 The table is written by `docs/gen_backbone_table.py`; do not edit it by hand.
-Parameters count every trainable and non-trainable parameter (not BatchNorm's running
-statistics). FLOPs are `paddle.flops` of the backbone alone on a 1×3×512×512 input,
+Parameters count every tensor of `net.parameters()`, which in Paddle includes
+BatchNorm's running mean and variance (as PaddleSeg's counts do). FLOPs are `paddle.flops` of the backbone alone on a 1×3×512×512 input,
 built with its defaults: no dilation, so the deepest map is at output stride 32 for
 ResNet_vd and MobileNet (8 for the `_os8` builders, which fix it), 16 for Xception41/65
 and 64 for Xception71 (PaddleSeg's strides: Xception accepts `output_stride` but, like

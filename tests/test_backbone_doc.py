@@ -22,3 +22,15 @@ def test_list_backbones_is_exported_and_filters():
     assert "list_backbones" in models.__all__
     resnets = models.list_backbones("ResNet*_vd")
     assert "ResNet50_vd" in resnets and all(n.startswith("ResNet") for n in resnets)
+
+
+def test_doc_text_is_the_generator_header():
+    """The prose above the table is the generator's HEADER: edit it there, not in the .md."""
+    import importlib.util
+    script = os.path.join(os.path.dirname(DOC), "gen_backbone_table.py")
+    spec = importlib.util.spec_from_file_location("gen_backbone_table", script)
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)  # defines HEADER; main() only runs as a script
+    with open(DOC, encoding="utf-8") as f:
+        assert f.read().startswith(generator.HEADER), (
+            "docs/backbones.md's text differs from HEADER in docs/gen_backbone_table.py")
