@@ -13,13 +13,18 @@ RandomHorizontalFlip, RandomDistort, Normalize (defaults of each library).
 Loader table: images/s through ``paddle.io.DataLoader`` (shuffle, drop_last, same
 loader options for both) with 0, 1 and 2 workers; each measurement skips
 ``--warmup`` batches (worker start-up) then times ``--batches`` batches. The two
-pipelines alternate (ours 0 workers, theirs 0 workers, ours 1, ...) and the whole
-sweep runs ``--rounds`` times, so a machine busy with other work slows both alike;
-the table reports the median over rounds.
+pipelines alternate (ours 0 workers, theirs 0 workers, ours 1, ...; theirs goes first
+in every other round) and the whole sweep runs ``--rounds`` times, so a machine busy
+with other work slows both alike. The table reports the median over rounds of each
+pipeline's rate, and the median of the per-round ratios (each ratio pairs two
+measurements taken seconds apart, which cancels most of a shared machine's swings).
 
 Profile table: one process, the same ``--profile_samples`` samples through each
-stage of each pipeline (file reading, BGR->RGB, each operator, the final HWC->CHW),
-mean milliseconds per sample.
+stage of each pipeline (file reading, our label checks, BGR->RGB, each operator, the
+final HWC->CHW, and "to batch": the data set's output conversion plus the collate
+into batches of ``--batch_size``), mean milliseconds per sample. The pipelines take
+turns sample by sample, each with its own copy of the random state, after a few
+untimed samples (so one-time costs such as decoder start-up are not counted).
 
     python benchmarks/input_pipeline.py                        # ../shared/data/isbi_membrane
     python benchmarks/input_pipeline.py --workers 0 1 --rounds 1 --batches 10
@@ -40,6 +45,7 @@ from PIL import Image
 
 import paddlex_seg as seg
 from paddlex_seg import transforms as T
+from paddlex_seg.data import dataset as our_dataset
 from paddlex_seg.data.dataset import collate, read_image, read_label
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -54,8 +60,8 @@ def parse_args(argv=None):
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--warmup", type=int, default=2, help="untimed batches per measurement")
-    p.add_argument("--batches", type=int, default=40, help="timed batches per measurement")
-    p.add_argument("--rounds", type=int, default=3, help="repetitions of the whole sweep")
+    p.add_argument("--batches", type=int, default=24, help="timed batches per measurement")
+    p.add_argument("--rounds", type=int, default=5, help="repetitions of the whole sweep")
     p.add_argument("--profile_samples", type=int, default=50)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the tables to this Markdown file")
@@ -96,6 +102,7 @@ def their_ops():
 
 def build_datasets(data_dir, list_path, num_classes):
     ours = seg.SegDataset(data_dir, list_path, transforms=T.Compose(our_ops()), shuffle=True)
+    ours.set_num_classes(num_classes)  # as model.train does: label values are checked
     import paddleseg.datasets
     theirs = paddleseg.datasets.Dataset(mode="train", dataset_root=data_dir, transforms=their_ops(),
                                         num_classes=num_classes, train_path=list_path)
@@ -136,17 +143,18 @@ def images_per_second(dataset, collate_fn, workers, args):
 
 def loader_table(ours, theirs, args):
     rates = {(name, w): [] for name in ("ours", "theirs") for w in args.workers}
+    pipelines = [("ours", ours, collate), ("theirs", theirs, None)]
     for r in range(args.rounds):
         for w in args.workers:
-            rates[("ours", w)].append(images_per_second(ours, collate, w, args))
-            rates[("theirs", w)].append(images_per_second(theirs, None, w, args))
+            for name, dataset, collate_fn in pipelines if r % 2 == 0 else pipelines[::-1]:
+                rates[(name, w)].append(images_per_second(dataset, collate_fn, w, args))
             print(f"  round {r + 1}/{args.rounds}, {w} workers: ours {rates[('ours', w)][-1]:.1f} "
                   f"img/s, PaddleSeg {rates[('theirs', w)][-1]:.1f} img/s", flush=True)
     rows = []
     for w in args.workers:
-        a = statistics.median(rates[("ours", w)])
-        b = statistics.median(rates[("theirs", w)])
-        rows.append((w, a, b, a / b, rates[("ours", w)], rates[("theirs", w)]))
+        a, b = rates[("ours", w)], rates[("theirs", w)]
+        paired = statistics.median(x / y for x, y in zip(a, b))
+        rows.append((w, statistics.median(a), statistics.median(b), paired, a, b))
     return rows
 
 
@@ -157,16 +165,63 @@ def _timed(totals, key, fn, *a):
     return out
 
 
-def profile_ours(pairs, n, seed):
-    """Time each stage of our Compose, in the order Compose runs them."""
-    np.random.seed(seed)
-    random.seed(seed)
-    ops = our_ops()
-    totals = {}
+class _Stages:
+    """One pipeline for the profile: ``run_one(pair, totals)`` -> sample; ``finish(samples)``."""
+
+    def __init__(self, run_one, finish, seed):
+        self.run_one, self.finish = run_one, finish
+        # Each pipeline draws from its own copy of the global RNGs, as if it ran alone.
+        np.random.seed(seed)
+        random.seed(seed)
+        self.rng = (np.random.get_state(), random.getstate())
+
+    def __call__(self, fn, *a):
+        np.random.set_state(self.rng[0])
+        random.setstate(self.rng[1])
+        try:
+            return fn(*a)
+        finally:
+            self.rng = (np.random.get_state(), random.getstate())
+
+
+def profile_both(pipelines, pairs, n, batch_size):
+    """Mean ms per sample of each stage of each pipeline.
+
+    The pipelines take turns sample by sample, so a change in the machine's load
+    (it is shared) reaches them alike. A few untimed samples go first: decoder
+    start-up and lazy imports are not what is measured.
+    """
+    for pipe in pipelines:
+        pipe(lambda: [pipe.run_one(pair, {}) for pair in pairs[:min(4, n)]])
+    totals = [{} for _ in pipelines]
+    pending = [[] for _ in pipelines]
     for i in range(n):
-        image_path, label_path = pairs[i % len(pairs)]
+        for pipe, tot, todo in zip(pipelines, totals, pending):
+            todo.append(pipe(pipe.run_one, pairs[i % len(pairs)], tot))
+            if len(todo) == batch_size or i == n - 1:
+                _timed(tot, "to batch", pipe.finish, todo)
+                todo.clear()
+    return [{k: 1000 * v / n for k, v in tot.items()} for tot in totals]
+
+
+def our_stages(seed, num_classes, dataset):
+    """Our pipeline, stage by stage, in the order SegDataset and Compose run them.
+
+    ``dataset.transforms`` must pass samples through unchanged while it is used:
+    ``finish`` calls the data set's own output conversion on transformed samples.
+    """
+    ops = our_ops()
+
+    def finish(samples):
+        # What SegDataset does after its transforms (output dtypes), then the collate.
+        outputs = [dataset._apply_transforms(0, s["image"], s["label"]) for s in samples]
+        return collate(outputs)
+
+    def run_one(pair, totals):
+        image_path, label_path = pair
         image = _timed(totals, "read image", read_image, image_path)
         label = _timed(totals, "read label", read_label, label_path)
+        _timed(totals, "label checks", _our_label_checks, image, label, num_classes, image_path, label_path)
         sample = {"image": image, "label": label, "trans_info": []}
         sample["image"] = _timed(totals, "BGR->RGB", cv2.cvtColor, sample["image"], cv2.COLOR_BGR2RGB)
         for op in ops:
@@ -175,17 +230,24 @@ def profile_ours(pairs, n, seed):
             totals, "HWC->CHW",
             lambda x: np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32), sample["image"])
         assert sample["image"].shape == (3, 512, 512), sample["image"].shape
-    return {k: 1000 * v / n for k, v in totals.items()}
+        return sample
+
+    return _Stages(run_one, finish, seed)
 
 
-def profile_theirs(pairs, n, seed):
-    """Time each stage of PaddleSeg 2.8's Compose, reading files as its Compose does."""
-    np.random.seed(seed)
-    random.seed(seed)
+def _our_label_checks(image, label, num_classes, image_path, label_path):
+    # The checks SegDataset.read_sample makes between reading and transforming.
+    our_dataset._check_same_size(image, label, image_path, label_path)
+    our_dataset._check_label_values(label, num_classes, label_path)
+
+
+def their_stages(seed):
+    """PaddleSeg 2.8's pipeline, stage by stage, reading files as its Compose does."""
+    from paddle.io.dataloader.collate import default_collate_fn
     ops = their_ops()
-    totals = {}
-    for i in range(n):
-        image_path, label_path = pairs[i % len(pairs)]
+
+    def run_one(pair, totals):
+        image_path, label_path = pair
         image = _timed(totals, "read image",
                        lambda p: cv2.imread(p, cv2.IMREAD_COLOR).astype("float32"), image_path)
         label = _timed(totals, "read label", lambda p: np.asarray(Image.open(p)), label_path)
@@ -195,7 +257,9 @@ def profile_theirs(pairs, n, seed):
             data = _timed(totals, type(op).__name__, op, data)
         data["img"] = _timed(totals, "HWC->CHW", lambda x: np.transpose(x, (2, 0, 1)), data["img"])
         assert data["img"].shape == (3, 512, 512), data["img"].shape
-    return {k: 1000 * v / n for k, v in totals.items()}
+        return data
+
+    return _Stages(run_one, default_collate_fn, seed)
 
 
 def versions():
@@ -236,17 +300,22 @@ def main(argv=None):
               f"batch {args.batch_size}, {args.warmup} warm-up + {args.batches} timed batches, "
               f"{args.rounds} rounds", flush=True)
         rows = loader_table(ours, theirs, args)
-        prof_ours = profile_ours(pairs, args.profile_samples, args.seed)
-        prof_theirs = profile_theirs(pairs, args.profile_samples, args.seed)
+        saved, ours.transforms = ours.transforms, (lambda sample: sample)
+        prof_ours, prof_theirs = profile_both(
+            [our_stages(args.seed, num_classes, ours), their_stages(args.seed)],
+            pairs, args.profile_samples, args.batch_size)
+        ours.transforms = saved
 
-    lines = ["| workers | ours img/s | PaddleSeg img/s | ours / PaddleSeg | ours per round | PaddleSeg per round |",
+    lines = ["| workers | ours img/s | PaddleSeg img/s | ours / PaddleSeg (median of per-round ratios) "
+             "| ours per round | PaddleSeg per round |",
              "|---:|---:|---:|---:|---|---|"]
     for w, a, b, ratio, ra, rb in rows:
         lines.append(f"| {w} | {a:.1f} | {b:.1f} | {ratio:.2f} | "
                      f"{', '.join(f'{x:.1f}' for x in ra)} | {', '.join(f'{x:.1f}' for x in rb)} |")
     loader_md = "\n".join(lines)
 
-    stages = ["read image", "read label", "BGR->RGB"] + [type(op).__name__ for op in our_ops()] + ["HWC->CHW"]
+    stages = (["read image", "read label", "label checks", "BGR->RGB"]
+              + [type(op).__name__ for op in our_ops()] + ["HWC->CHW", "to batch"])
     lines = ["| stage | ours ms/sample | PaddleSeg ms/sample | cost ours / PaddleSeg |",
              "|---|---:|---:|---:|"]
     for s in stages:
@@ -257,7 +326,8 @@ def main(argv=None):
     profile_md = "\n".join(lines)
 
     print("\nDataLoader throughput (median over rounds)\n" + loader_md)
-    print(f"\nPer-stage cost, {args.profile_samples} samples, one process\n" + profile_md)
+    profile_title = f"Per-stage cost, {args.profile_samples} samples, one process, pipelines taking turns"
+    print(f"\n{profile_title}\n" + profile_md)
     seconds = time.time() - started
     print(f"\ntotal run time {seconds:.0f} s")
     if args.out:
@@ -270,7 +340,7 @@ def main(argv=None):
                     f"batch {args.batch_size}; {args.warmup} warm-up + {args.batches} timed "
                     f"batches per measurement; {args.rounds} rounds, pipelines interleaved\n\n"
                     f"### DataLoader throughput (median over rounds)\n\n{loader_md}\n\n"
-                    f"### Per-stage cost, {args.profile_samples} samples, one process\n\n"
+                    f"### {profile_title}\n\n"
                     f"{profile_md}\n")
     return loader_md, profile_md, seconds
 

@@ -13,7 +13,10 @@ shuffled, only Normalize) are trained on twice in this one process:
 A step's time is the gap between the ends of two consecutive steps, so it
 includes waiting for the batch. The first ``--warmup`` steps are not counted.
 Ours and theirs take turns model by model (the order alternates) so that load on
-the shared machine hits both alike.
+the shared machine hits both alike; with ``--repeats N`` each model is trained N
+times per side in mirrored pairs (ours, theirs, theirs, ours, ...), which also
+cancels load that rises or falls steadily during a model's runs, and the table
+gives the median over all measured steps of each side.
 
 This script is a benchmark, not part of the package: it imports paddleseg.
 
@@ -109,7 +112,8 @@ class TheirFiles(paddle.io.Dataset):
     def __getitem__(self, index):
         image, label = self.pairs[index]
         data = self.compose({"img": image, "label": label, "gt_fields": ["label"]})
-        return data["img"].astype("float32"), data["label"].astype("int64")
+        # uint8 through the loader, cast in the step: what paddleseg.core.train does.
+        return data["img"].astype("float32"), data["label"]
 
 
 def time_theirs(name, data, args):
@@ -127,6 +131,7 @@ def time_theirs(name, data, args):
     net.train()
     stamps = []
     for images, labels in loader:
+        labels = labels.astype("int64")
         logits = net(images)
         loss = sum(c * criterion(x, labels) for c, x in zip(coefs, logits))
         loss.backward()
@@ -160,13 +165,15 @@ def main():
     parser.add_argument("--warmup", type=int, default=3, help="steps not counted (>= 1)")
     parser.add_argument("--steps", type=int, default=5, help="steps measured")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--repeats", type=int, default=1,
+                        help="runs per side and model, in mirrored order (ours theirs theirs ours ...)")
     parser.add_argument("--num_classes", type=int, default=3)
     parser.add_argument("--num_workers", type=int, default=None,
                         help="DataLoader workers for both (default: SegDataset's 'auto')")
     parser.add_argument("--work_dir", default=None)
     args = parser.parse_args()
-    if args.warmup < 1 or args.steps < 1:
-        parser.error("--warmup and --steps must be >= 1")
+    if args.warmup < 1 or args.steps < 1 or args.repeats < 1:
+        parser.error("--warmup, --steps and --repeats must be >= 1")
     if args.num_workers is None:
         args.num_workers = seg.data.dataset.resolve_num_workers("auto")
     paddle.set_device("cpu")
@@ -185,22 +192,23 @@ def main():
           f"paddlex_seg {getattr(seg, '__version__', '?')}, opencv {cv2.__version__}, "
           f"numpy {np.__version__}")
     print(f"# size {args.size}, batch {args.batch}, {args.warmup} warm-up + {args.steps} "
-          f"measured steps, num_workers {args.num_workers}; command: "
+          f"measured steps, {args.repeats} run(s) per side, num_workers {args.num_workers}; command: "
           f"python {' '.join(sys.argv)}", flush=True)
 
     rows = []
     for i, name in enumerate(args.models):
-        runs = {}
-        order = ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")
+        runs = {"ours": [], "theirs": []}
+        pair = ("ours", "theirs") if i % 2 == 0 else ("theirs", "ours")
+        order = [who for r in range(args.repeats) for who in (pair if r % 2 == 0 else pair[::-1])]
         for who in order:
             t0 = time.time()
             stamps = (time_ours(name, data, args, work_dir) if who == "ours"
                       else time_theirs(name, data, args))
             if len(stamps) != num_steps:
                 raise RuntimeError(f"{who} {name}: {len(stamps)} steps, expected {num_steps}")
-            runs[who] = step_times(stamps, args.warmup)
-            print(f"# {name} {who}: steps {['%.3f' % t for t in runs[who]]} s "
-                  f"(run {time.time() - t0:.0f} s)", flush=True)
+            runs[who] += step_times(stamps, args.warmup)
+            print(f"# {name} {who}: steps {['%.3f' % t for t in runs[who][-args.steps:]]} s "
+                  f"(run {time.time() - t0:.0f} s, load {os.getloadavg()[0]:.1f})", flush=True)
         ours = statistics.median(runs["ours"])
         theirs = statistics.median(runs["theirs"])
         rows.append((name, ours, theirs, args.batch / ours, args.batch / theirs, ours / theirs))
@@ -210,7 +218,7 @@ def main():
     print("|---|---|---|---|---|---|")
     for name, o, t, oi, ti, r in rows:
         print(f"| {name} | {o:.3f} | {t:.3f} | {oi:.2f} | {ti:.2f} | {r:.2f} |")
-    print(f"\n# median of {args.steps} steps; total {time.time() - started:.0f} s; "
+    print(f"\n# median of {args.steps * args.repeats} steps per side; total {time.time() - started:.0f} s; "
           f"load {os.getloadavg()[0]:.1f}")
 
 

@@ -63,6 +63,10 @@ Decisions
   ('RGB', 'RGBA', ...) are refused.
 * Label values must be below the number of classes, or 255 (ignored), once
   that number is known (from the label list, or from ``set_num_classes``).
+* Labels stay uint8 from the file to the batch (a class id is at most 254,
+  and 255 is the ignore value); the training step casts them to int64. An
+  int64 label batch would be 8 times larger to build, stack and send from the
+  loader's workers than the uint8 one.
 * ``num_workers='auto'`` is ``min(8, cpus // 2)`` on Linux (1 on a 2-core
   machine), where ``cpus`` is the number of CPUs this process may use, and 0
   elsewhere (Paddle's worker processes rely on ``fork``).
@@ -93,6 +97,8 @@ _LABEL_MODES = ('L', 'P', '1', 'I', 'I;16', 'I;16L', 'I;16B', 'I;16N')
 _WIDE_MODES = ('I', 'I;16', 'I;16L', 'I;16B', 'I;16N', 'F')
 _JPEG_MAGIC = b'\xff\xd8'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+_JPEG_END = b'\xff\xd9'  # the EOI marker
+_PNG_END = b'IEND\xaeB`\x82'  # the IEND chunk's type and CRC
 # EXIF orientations 5..8 rotate by 90 degrees, swapping width and height.
 _EXIF_ORIENTATION = 0x0112
 
@@ -149,10 +155,11 @@ class SegDataset(paddle.io.Dataset):
 
     ``dataset[i]`` returns ``(image, label)``: with transforms, image is CHW
     float32; without, the arrays as read (HWC BGR uint8 image). The label is
-    an HW int64 array, or None when the file list has no labels. A sample
-    that cannot be read comes back as a :class:`SampleError`; use
-    ``read_sample(i)`` to get the exception instead, and :func:`collate` /
-    :func:`unpack_batch` with a DataLoader (see the module docstring).
+    an HW uint8 array of class ids (255 = ignore), or None when the file list
+    has no labels. A sample that cannot be read comes back as a
+    :class:`SampleError`; use ``read_sample(i)`` to get the exception instead,
+    and :func:`collate` / :func:`unpack_batch` with a DataLoader (see the
+    module docstring).
     """
 
     def __init__(self,
@@ -240,7 +247,9 @@ class SegDataset(paddle.io.Dataset):
                 f'cannot read sample {index} (image {image_path}, label '
                 f'{label_path}): {type(error).__name__}: {error}') from error
         if self.transforms is None:
-            return image, None if label is None else label.astype(np.int64)
+            if label is not None and not label.flags.writeable:
+                label = label.copy()  # PIL's array view is read-only
+            return image, label
         return self._apply_transforms(index, image, label)
 
     @staticmethod
@@ -308,7 +317,7 @@ class SegDataset(paddle.io.Dataset):
         if 'label' not in out:
             raise SegDataError(
                 f'transforms dropped the "label" key on {where}')
-        return image, np.asarray(out['label']).astype(np.int64)
+        return image, _as_uint8_label(out['label'], where)
 
 
 def collate(samples):
@@ -644,11 +653,16 @@ def _read_bytes(path, what):
 def _check_complete(data, path, what):
     """Raises if a JPEG or PNG file ends before its last marker/chunk."""
     head = data[:8].tobytes()
+    # The usual file ends with its end marker: look at the last bytes only, and
+    # copy the whole file into bytes for a walk through its structure otherwise.
     if head.startswith(_JPEG_MAGIC):
-        complete = _jpeg_is_complete(data.tobytes())
+        tail = data[-64:].tobytes().rstrip(b'\x00')
+        complete = (tail.endswith(_JPEG_END) or
+                    _jpeg_is_complete(data.tobytes()))
         kind = 'JPEG'
     elif head == _PNG_MAGIC:
-        complete = _png_is_complete(data.tobytes())
+        complete = (data[-8:].tobytes() == _PNG_END or
+                    _png_is_complete(data.tobytes()))
         kind = 'PNG'
     else:
         return
@@ -662,7 +676,7 @@ def _check_complete(data, path, what):
 def _jpeg_is_complete(data):
     """True if the JPEG's marker structure reaches the EOI marker (FFD9)."""
     # Fast path: the file ends with EOI (trailing zero padding allowed).
-    if data.rstrip(b'\x00').endswith(b'\xff\xd9'):
+    if data.rstrip(b'\x00').endswith(_JPEG_END):
         return True
     # Some cameras append data after EOI: walk the markers to find it.
     size = len(data)
@@ -705,7 +719,7 @@ def _skip_entropy_data(data, pos):
 
 def _png_is_complete(data):
     """True if the PNG's chunk structure reaches the IEND chunk."""
-    if data.endswith(b'IEND\xaeB`\x82'):  # IEND chunk type and its CRC
+    if data.endswith(_PNG_END):
         return True
     pos = len(_PNG_MAGIC)
     while pos + 8 <= len(data):
@@ -741,7 +755,34 @@ def _check_same_size(image, label, image_path, label_path):
             f'{label.shape[1]}x{label.shape[0]}')
 
 
+def _as_uint8_label(label, where):
+    """The transformed label as uint8; other dtypes (custom transforms) are checked."""
+    label = np.asarray(label)
+    if label.dtype == np.uint8:
+        return label
+    if label.dtype == np.bool_:
+        return label.astype(np.uint8)
+    if not np.issubdtype(label.dtype, np.number):
+        raise SegDataError(f'transforms returned a label of dtype {label.dtype} '
+                           f'on {where}; a label holds integer class ids')
+    if label.size and (label.min() < 0 or label.max() > IGNORE_INDEX):
+        raise SegDataError(
+            f'transforms returned label values from {label.min()} to '
+            f'{label.max()} on {where}; class ids must be 0..254, and 255 '
+            f'for ignored pixels')
+    return label.astype(np.uint8)
+
+
 def _check_label_values(label, num_classes, path):
+    """Raises if a uint8 label holds ids num_classes..254 (255 is allowed)."""
+    if num_classes >= IGNORE_INDEX or not label.size or label.max() < num_classes:
+        return
+    # With ignored pixels, still no histogram: subtracting num_classes (mod
+    # 256) sends the bad ids num_classes..254 to 0..254-num_classes, and the
+    # good ones (ids below num_classes, and 255) to 255-num_classes and above.
+    shifted = label - np.uint8(num_classes)
+    if shifted.min() >= IGNORE_INDEX - num_classes:
+        return
     counts = np.bincount(label.ravel(), minlength=256)
     counts[IGNORE_INDEX] = 0
     bad = np.nonzero(counts[num_classes:])[0] + num_classes

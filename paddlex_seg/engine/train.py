@@ -230,6 +230,10 @@ class Trainer:
 
     def _train_step(self, images, labels):
         cfg = self.config
+        if labels.dtype != paddle.int64:
+            # Batches carry uint8 labels (an eighth of the int64 bytes to stack and
+            # pass between processes); losses index classes with int64.
+            labels = labels.astype("int64")
         with paddle.amp.auto_cast(enable=self.use_amp, dtype=cfg.amp_dtype, level="O1"):
             logits = self.net(images)
             loss = self.model.loss(logits, labels)

@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from paddlex_seg.data.dataset import (ERROR_TAG, SampleError, SegDataError,
-                                      SegDataset, collate, read_image,
-                                      read_label, resolve_num_workers,
-                                      unpack_batch)
+                                      SegDataset, _check_label_values, collate,
+                                      read_image, read_label,
+                                      resolve_num_workers, unpack_batch)
 from paddlex_seg.data.synthetic import make_synthetic_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -88,8 +88,10 @@ def test_reads_synthetic_set_and_attributes(synth):
         assert os.path.isabs(label_path) and os.path.isfile(label_path)
     image, label = ds[0]
     assert image.shape == (32, 40, 3) and image.dtype == np.uint8
-    assert label.shape == (32, 40) and label.dtype == np.int64
+    # uint8 from file to batch; the training step casts to int64.
+    assert label.shape == (32, 40) and label.dtype == np.uint8
     assert set(np.unique(label)) <= {0, 1, 2}
+    label[0, 0] = 1  # a sample handed out is the caller's own array
 
 
 def test_transforms_receive_dict_and_output_is_chw_float(synth):
@@ -103,7 +105,40 @@ def test_transforms_receive_dict_and_output_is_chw_float(synth):
     image, label = ds[1]
     assert seen == [(np.uint8, np.uint8)]
     assert image.shape == (3, 32, 40) and image.dtype == np.float32
-    assert label.shape == (32, 40) and label.dtype == np.int64
+    assert label.shape == (32, 40) and label.dtype == np.uint8
+
+
+@pytest.mark.parametrize('dtype', [np.int32, np.int64, np.uint16, np.float32, np.bool_])
+def test_labels_from_custom_transforms_become_uint8(synth, dtype):
+    def transforms(sample):
+        out = add_channel_first(sample)
+        out['label'] = (sample['label'] > 0 if dtype is np.bool_
+                        else sample['label'].astype(dtype))
+        return out
+
+    reference = SegDataset(synth.root, synth.train_list)[2][1]
+    _, label = SegDataset(synth.root, synth.train_list, transforms=transforms)[2]
+    assert label.dtype == np.uint8
+    expected = reference > 0 if dtype is np.bool_ else reference
+    np.testing.assert_array_equal(label, expected)
+
+
+@pytest.mark.parametrize('value', [-1, 256, 1000])
+def test_custom_transform_label_out_of_uint8_range_refused(synth, value):
+    def transforms(sample):
+        out = add_channel_first(sample)
+        out['label'] = sample['label'].astype(np.int64)
+        out['label'][0, 0] = value
+        return out
+
+    ds = SegDataset(synth.root, synth.train_list, transforms=transforms)
+    image, label = SegDataset(synth.root, synth.train_list)[1]
+    returned = transforms({'image': image, 'label': label})['label']
+    with pytest.raises(SegDataError) as info:
+        ds.read_sample(1)
+    assert info.match(rf'label values from {returned.min()} to {returned.max()} on '
+                      r'sample 1 \(image .*train_0001')
+    assert info.match('0..254, and 255 for ignored')
 
 
 def test_list_paths_relative_to_cwd_or_data_dir(synth, tmp_path, monkeypatch):
@@ -274,6 +309,20 @@ def test_out_of_range_label_values_named(tmp_path):
     assert isinstance(marker, SampleError) and 'a.png' in marker.message
 
 
+@pytest.mark.parametrize('num_classes', [1, 2, 3, 19, 128, 254, 255])
+def test_label_value_check_agrees_with_definition(num_classes):
+    """Every uint8 value against each number of classes: bad iff num_classes <= v <= 254."""
+    for value in range(256):
+        label = np.array([[0, value]], np.uint8)
+        bad = num_classes <= value <= 254
+        if bad:
+            with pytest.raises(SegDataError, match=f'holds class ids {value};'):
+                _check_label_values(label, num_classes, 'x.png')
+        else:
+            _check_label_values(label, num_classes, 'x.png')
+    _check_label_values(np.zeros((0, 0), np.uint8), num_classes, 'x.png')
+
+
 def test_num_classes_from_engine(tmp_path):
     values = np.zeros((8, 10), np.uint8)
     values[0, 0] = 3
@@ -332,6 +381,21 @@ def test_truncated_image_detected(tmp_path, suffix):
         read_image(str(tmp_path / f'x{suffix}'))
 
 
+@pytest.mark.parametrize('suffix', ['.jpg', '.png'])
+def test_end_check_with_trailing_bytes(tmp_path, suffix):
+    """Past the quick look at the last bytes, the file's structure is walked."""
+    expected = save_image(tmp_path / f'x{suffix}', 16, 16, value=90)
+    complete = (tmp_path / f'x{suffix}').read_bytes()
+    for trailer in (b'\x00' * 100, b'\xd9' + b'\x00' * 70):
+        (tmp_path / f'x{suffix}').write_bytes(complete + trailer)
+        image = read_image(str(tmp_path / f'x{suffix}'))
+        assert np.abs(image.astype(int) - expected).max() <= 2
+    # Cut inside the image data, then padded with zeros: still truncated.
+    (tmp_path / f'x{suffix}').write_bytes(complete[:len(complete) // 2] + b'\x00' * 100)
+    with pytest.raises(SegDataError, match=f'x{suffix} is truncated'):
+        read_image(str(tmp_path / f'x{suffix}'))
+
+
 def test_jpeg_with_data_after_end_marker_accepted(tmp_path):
     expected = save_image(tmp_path / 'x.jpg', 16, 16, value=90)
     with open(tmp_path / 'x.jpg', 'ab') as f:
@@ -376,9 +440,10 @@ def test_index_out_of_range_and_pickle(synth):
 
 
 def test_collate_and_unpack():
-    good = [(np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.int64))] * 2
+    good = [(np.zeros((3, 4, 4), np.float32), np.zeros((4, 4), np.uint8))] * 2
     images, labels = unpack_batch(collate(good))
     assert images.shape == (2, 3, 4, 4) and labels.shape == (2, 4, 4)
+    assert labels.dtype == np.uint8
     images, labels = unpack_batch(collate([(np.zeros((3, 4, 4)), None)]))
     assert images.shape == (1, 3, 4, 4) and labels is None
     batch = collate([good[0], SampleError(5, 'image /x/bad.jpg is broken')])
@@ -400,7 +465,7 @@ def test_dataloader_iterates_good_set(synth, num_workers):
     sizes = []
     for batch in loader:
         images, labels = unpack_batch(batch)
-        assert images.dtype == paddle.float32 and labels.dtype == paddle.int64
+        assert images.dtype == paddle.float32 and labels.dtype == paddle.uint8
         assert tuple(images.shape[1:]) == (3, 32, 40)
         sizes.append(images.shape[0])
     assert sizes == [4, 2]

@@ -521,6 +521,32 @@ def test_num_workers_trains_and_reports_a_corrupt_image(data, tmp_path):
     assert epoch_dirs(tmp_path / "bad") == []
 
 
+def test_batches_carry_uint8_labels_and_the_loss_gets_int64(data, tmp_path, monkeypatch):
+    """Labels cross the DataLoader as uint8 (small batches); the step casts them."""
+    seen = {"batch": [], "loss": []}
+    real_step = Trainer._train_step
+
+    def step(self, images, labels):
+        seen["batch"].append(labels.dtype)
+        if not seen["loss"]:
+            real_loss = self.model.loss
+
+            def loss(logits, labels):
+                seen["loss"].append((labels.dtype, labels.numpy().copy()))
+                return real_loss(logits, labels)
+
+            self.model.loss = loss
+            seen["expected"] = labels.numpy().astype(np.int64)
+        return real_step(self, images, labels)
+
+    monkeypatch.setattr(Trainer, "_train_step", step)
+    train(data["small"], tmp_path / "out", num_epochs=1)
+    assert seen["batch"] == [paddle.uint8, paddle.uint8]
+    assert [dtype for dtype, _ in seen["loss"]] == [paddle.int64, paddle.int64]
+    np.testing.assert_array_equal(seen["loss"][0][1], seen["expected"])
+    assert set(np.unique(seen["expected"])) <= {0, 1, 2}
+
+
 def test_paddle_cpu_autocast_is_a_no_op():
     """Why use_amp falls back on CPU: Paddle 2.6.2's auto_cast runs fp32 there.
 
