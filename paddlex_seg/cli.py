@@ -5,6 +5,13 @@
     paddlex_seg evaluate --model_dir output/unet/best_model --dataset_dir data --file_list data/val.txt
     paddlex_seg predict --model_dir output/unet/best_model --image a.jpg b.jpg --save_dir output/vis
     paddlex_seg export --model_dir output/unet/best_model --save_dir output/infer --fixed_input_shape [512,512]
+    paddlex_seg compress --model_dir output/unet/best_model --dataset_dir data --train_list data/train.txt \
+        --eval_list data/val.txt --pruned_flops 0.3 --save_dir output/compress
+
+Test-time augmentation (``paddlex_seg.aug``) for predict, evaluate and export::
+
+    paddlex_seg predict --model_dir output/unet/best_model --image a.jpg \
+        --flip_horizontal --scales 0.75 1.0 1.25 --sliding_window 512 512 384 384
 
 PaddleX 2.x's spelling of the export works too::
 
@@ -35,12 +42,13 @@ def build_parser():
         prog=PROG, description="paddlex_seg: train, evaluate, predict and export segmentation models.",
         epilog="PaddleX form: paddlex_seg --export_inference --model_dir=DIR --save_dir=DIR "
                "[--fixed_input_shape=[w,h]]")
-    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export,compress}")
     commands.required = True
     _add_train(commands)
     _add_evaluate(commands)
     _add_predict(commands)
     _add_export(commands)
+    _add_compress(commands)
     return parser
 
 
@@ -136,6 +144,7 @@ def _add_evaluate(commands):
     p.add_argument("--label_list", default=None, help="class names, one per line")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--return_details", action="store_true", help="also print the confusion matrix")
+    _add_aug_options(p, "average the softmax scores of")
     p.set_defaults(func=_evaluate)
 
 
@@ -145,7 +154,8 @@ def _evaluate(args):
     model = seg.load_model(args.model_dir)
     # No transforms here: evaluate then uses the model's recorded eval transforms.
     dataset = seg.SegDataset(args.dataset_dir, args.file_list, args.label_list)
-    out = model.evaluate(dataset, batch_size=args.batch_size, return_details=args.return_details)
+    out = model.evaluate(dataset, batch_size=args.batch_size, return_details=args.return_details,
+                         aug=_aug_from_args(args))
     metrics, details = out if args.return_details else (out, None)
     report = {"metrics": _jsonable(metrics)}
     if details is not None:
@@ -171,6 +181,9 @@ def _add_predict(commands):
     p.add_argument("--use_mkl", action=argparse.BooleanOptionalAction, default=True,
                    help="exported models: oneDNN on CPU")
     p.add_argument("--mkl_thread_num", type=int, default=4, help="exported models: CPU threads")
+    _add_aug_options(p, "average the softmax scores of")
+    p.add_argument("--no_aug", action="store_true",
+                   help="exported models: ignore the test-time augmentation recorded in model.yml")
     p.set_defaults(func=_predict)
 
 
@@ -197,14 +210,20 @@ def _predict(args):
 def _run_prediction(args):
     import os
 
+    aug = _aug_from_args(args)
+    if aug is not None and args.no_aug:
+        raise CommandError("--no_aug cannot be combined with --flip_horizontal, --flip_vertical, "
+                           "--scales, --sliding_window or --window_batch_size")
     if os.path.isfile(os.path.join(args.model_dir, "model.pdmodel")):
         from paddlex_seg.deploy import Predictor
         predictor = Predictor(args.model_dir, use_gpu=args.use_gpu, use_mkl=args.use_mkl,
                               mkl_thread_num=args.mkl_thread_num)
-        return predictor.labels, predictor.predict(list(args.image))
+        # None: the aug recorded in model.yml, if any; False: none at all.
+        return predictor.labels, predictor.predict(list(args.image),
+                                                   aug=False if args.no_aug else aug)
     import paddlex_seg as seg
     model = seg.load_model(args.model_dir)
-    return model.labels, model.predict(list(args.image))
+    return model.labels, model.predict(list(args.image), aug=aug)
 
 
 # --- export ----------------------------------------------------------------------------
@@ -219,6 +238,7 @@ def _add_export(commands):
                    help="[w,h] or [n,c,w,h] (PaddleX order: width first; n=-1 for any batch)")
     p.add_argument("--onnx", action="store_true", help="also write model.onnx (needs paddle2onnx)")
     p.add_argument("--opset_version", type=int, default=11, help="ONNX opset")
+    _add_aug_options(p, "record in model.yml for the Predictor: average the softmax scores of")
     p.set_defaults(func=_export)
 
 
@@ -229,8 +249,110 @@ def _export(args):
     parse_fixed_input_shape(args.fixed_input_shape)  # a typo fails before the model loads
     model = seg.load_model(args.model_dir)
     path = model.export(args.save_dir, fixed_input_shape=args.fixed_input_shape, onnx=args.onnx,
-                        opset_version=args.opset_version)
+                        opset_version=args.opset_version, aug=_aug_from_args(args))
     print(f"Exported {args.model_dir} to {path}")
+
+
+# --- test-time augmentation options (predict, evaluate, export) ------------------------
+def _add_aug_options(p, verb):
+    g = p.add_argument_group(
+        "test-time augmentation",
+        f"{verb} flipped, rescaled and/or windowed views (paddlex_seg.aug.TestTimeAug)")
+    g.add_argument("--flip_horizontal", action="store_true", help="add the left-right mirror image")
+    g.add_argument("--flip_vertical", action="store_true", help="add the upside-down image")
+    g.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                   help="resize factors, e.g. --scales 0.75 1.0 1.25 (default: 1.0)")
+    g.add_argument("--sliding_window", type=int, nargs=4, default=None,
+                   metavar=("CROP_H", "CROP_W", "STRIDE_H", "STRIDE_W"),
+                   help="predict in windows of CROP_H x CROP_W every STRIDE pixels")
+    g.add_argument("--window_batch_size", type=int, default=None,
+                   help="windows per forward pass (default: 4)")
+
+
+def _aug_from_args(args):
+    """A TestTimeAug from the options given, or None when none was given."""
+    given = {key: getattr(args, key) for key in ("flip_horizontal", "flip_vertical", "scales",
+                                                 "sliding_window", "window_batch_size")}
+    given = {key: value for key, value in given.items() if value is not None and value is not False}
+    if not given:
+        return None
+    from paddlex_seg.aug import TestTimeAug
+    return TestTimeAug(**given)
+
+
+# --- compress --------------------------------------------------------------------------
+def _add_compress(commands):
+    p = commands.add_parser(
+        "compress", help="prune, fine-tune, quantize and export a saved model, with a report "
+                         "(model.compress)",
+        description="Sensitivity -> prune -> fine-tune -> QAT -> export of a saved model, each "
+                    "stage in a sub-directory of --save_dir (a rerun skips complete stages and "
+                    "resumes an interrupted one); writes report.md, report.json, sensitivity.png "
+                    "and tradeoff.png (model.compress). Images go through the model's recorded "
+                    "eval transforms; training adds a random horizontal flip.")
+    p.add_argument("--model_dir", required=True, help="a saved, trained model (e.g. output/unet/best_model)")
+    p.add_argument("--dataset_dir", required=True, help="folder the file lists are relative to")
+    p.add_argument("--train_list", required=True, help="file list for fine-tuning and QAT")
+    p.add_argument("--eval_list", required=True, help="labelled file list for sensitivities and mIoU")
+    p.add_argument("--label_list", default=None, help="class names, one per line")
+    p.add_argument("--pruned_flops", type=_none_or_float, default=0.3,
+                   help="fraction of FLOPs to remove (0-1), or None to skip pruning (default 0.3)")
+    p.add_argument("--no-quant", "--no_quant", dest="quant", action="store_false",
+                   help="skip quantization-aware training")
+    p.add_argument("--finetune_epochs", type=int, default=10)
+    p.add_argument("--qat_epochs", type=int, default=2)
+    p.add_argument("--save_dir", default="output/compress")
+    p.add_argument("--criterion", default="l1_norm", help="filter importance: l1_norm or fpgm")
+    p.add_argument("--train_batch_size", type=int, default=2)
+    p.add_argument("--eval_batch_size", type=int, default=1)
+    p.add_argument("--finetune_learning_rate", type=float, default=0.01)
+    p.add_argument("--qat_learning_rate", type=float, default=0.0001)
+    p.add_argument("--num_workers", default=None, help="DataLoader workers, or 'auto' (default: auto)")
+    p.add_argument("--fixed_input_shape", default=None, help="[w,h] of the exports (default: free)")
+    p.add_argument("--latency_threads", type=int, default=2, help="CPU threads of the latency runs")
+    p.add_argument("--latency_warmup", type=int, default=3)
+    p.add_argument("--latency_repeats", type=int, default=20, help="timed runs (median reported)")
+    p.add_argument("--keep_checkpoints", action="store_true",
+                   help="keep the epoch checkpoints of finished stages")
+    p.set_defaults(func=_compress)
+
+
+def _compress(args):
+    import os
+
+    import paddlex_seg as seg
+    from paddlex_seg import transforms as T
+
+    model = seg.load_model(args.model_dir)
+    eval_tf = model.eval_transforms
+    if eval_tf is None:
+        raise CommandError(f"{args.model_dir} records no eval transforms (it was trained without "
+                           "an eval data set); compress it from Python with model.compress")
+    train_tf = T.Compose([T.RandomHorizontalFlip()] + list(eval_tf.transforms), to_rgb=eval_tf.to_rgb)
+    workers = "auto" if args.num_workers is None else (
+        args.num_workers if args.num_workers == "auto" else _int("num_workers", args.num_workers))
+    train_ds = seg.SegDataset(args.dataset_dir, args.train_list, args.label_list, train_tf,
+                              num_workers=workers, shuffle=True)
+    eval_ds = seg.SegDataset(args.dataset_dir, args.eval_list, args.label_list, eval_tf,
+                             num_workers=workers)
+    report = model.compress(
+        train_ds, eval_ds, pruned_flops=args.pruned_flops, quant=args.quant,
+        finetune_epochs=args.finetune_epochs, qat_epochs=args.qat_epochs, save_dir=args.save_dir,
+        criterion=args.criterion, train_batch_size=args.train_batch_size,
+        eval_batch_size=args.eval_batch_size, finetune_learning_rate=args.finetune_learning_rate,
+        qat_learning_rate=args.qat_learning_rate, fixed_input_shape=args.fixed_input_shape,
+        latency_threads=args.latency_threads, latency_warmup=args.latency_warmup,
+        latency_repeats=args.latency_repeats, keep_checkpoints=args.keep_checkpoints)
+    print(f"Report: {os.path.join(report['save_dir'], report['files']['report_md'])}")
+
+
+def _none_or_float(text):
+    if text.strip().lower() in ("none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or None, got {text!r}") from None
 
 
 # --- argument types and helpers --------------------------------------------------------

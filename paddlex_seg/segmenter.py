@@ -12,10 +12,11 @@ import numpy as np
 import paddle
 
 from . import checkpoint, models
+from .aug import TestTimeAug
 from .data import transforms as T
 from .data.dataset import read_input_image
 from .engine.evaluate import evaluate_net
-from .engine.infer import forward_scores, restore_tensor_to_input, same_shape_runs
+from .engine.infer import image_scores, restore_tensor_to_input
 from .engine.train import TrainConfig, Trainer, default_optimizer
 from .log import logger
 from .models.backbones.registry import check_backbone_name
@@ -198,35 +199,49 @@ class BaseSegmenter:
         return self.model_name
 
     # === Evaluation and prediction ===
-    def evaluate(self, eval_dataset, batch_size=1, return_details=False):
+    def evaluate(self, eval_dataset, batch_size=1, return_details=False, aug=None):
         """Metrics on a labelled data set (PaddleX 2.x ``evaluate``).
+
+        Args:
+            eval_dataset (SegDataset): labelled images; its transforms, else the model's.
+            batch_size (int): images per forward pass (without ``aug``). Default 1.
+            return_details (bool): also return the confusion matrix. Default False.
+            aug (TestTimeAug|dict|None): flips, scales and sliding windows averaged at
+                prediction time (``paddlex_seg.aug.TestTimeAug``; an addition to
+                PaddleX's API). None: plain prediction. Default None.
 
         Returns:
             dict: miou, category_iou, oacc, category_acc, kappa, category_F1-score;
             with ``return_details`` a tuple (metrics, {'confusion_matrix': list of lists}).
         """
         _check_int("batch_size", batch_size, 1)
+        aug = TestTimeAug.from_value(aug)
         self._check_dataset("eval_dataset", eval_dataset, need_labels=True)
         transforms = eval_dataset.transforms or self.eval_transforms
         if transforms is None:
             raise ValueError("eval_dataset has no transforms and the model has no eval transforms")
         metrics, cm = evaluate_net(self.net, eval_dataset, self.num_classes, transforms,
-                                   batch_size=batch_size, num_workers=eval_dataset.num_workers)
+                                   batch_size=batch_size, num_workers=eval_dataset.num_workers,
+                                   aug=aug)
         if return_details:
             return metrics, {"confusion_matrix": cm.tolist()}
         return metrics
 
-    def predict(self, img_file, transforms=None):
+    def predict(self, img_file, transforms=None, aug=None):
         """Predict one image or a list (PaddleX 2.x ``predict``).
 
         Args:
             img_file (str|np.ndarray|list): image path(s) or HWC BGR array(s).
             transforms (Compose|None): defaults to the model's eval transforms.
+            aug (TestTimeAug|dict|None): flips, scales and sliding windows whose softmax
+                scores are averaged (``paddlex_seg.aug.TestTimeAug``; an addition to
+                PaddleX's API). None: plain prediction. Default None.
 
         Returns:
             dict | list[dict]: ``label_map`` (H, W) uint8 class ids and ``score_map``
             (H, W, C) float32 probabilities, at the input image's size.
         """
+        aug = TestTimeAug.from_value(aug)
         transforms = transforms or self.eval_transforms
         if transforms is None:
             raise ValueError("predict needs transforms: the model has no eval transforms "
@@ -238,13 +253,11 @@ class BaseSegmenter:
         samples = [transforms({"image": read_input_image(im), "trans_info": []}) for im in images]
         results = [None] * len(samples)
         self.net.eval()
-        for indices, batch in same_shape_runs([s["image"] for s in samples]):
-            scores = forward_scores(self.net, batch)
-            for j, i in enumerate(indices):
-                restored = restore_tensor_to_input(scores[j:j + 1], samples[i]["trans_info"])[0]
-                score_map = restored.transpose([1, 2, 0]).numpy()
-                results[i] = {"label_map": score_map.argmax(axis=2).astype("uint8"),
-                              "score_map": score_map.astype("float32")}
+        for i, scores in image_scores(self.net, [s["image"] for s in samples], aug):
+            restored = restore_tensor_to_input(scores, samples[i]["trans_info"])[0]
+            score_map = restored.transpose([1, 2, 0]).numpy()
+            results[i] = {"label_map": score_map.argmax(axis=2).astype("uint8"),
+                          "score_map": score_map.astype("float32")}
         return results[0] if single else results
 
     # === Compression (PaddleSlim) ===
@@ -363,6 +376,68 @@ class BaseSegmenter:
                           lr_decay_power=lr_decay_power, early_stop=early_stop,
                           early_stop_patience=early_stop_patience, use_vdl=use_vdl)
 
+    def compress(self, train_dataset, eval_dataset, pruned_flops=0.3, quant=True, finetune_epochs=10,
+                 qat_epochs=2, save_dir="output/compress", criterion="l1_norm", train_batch_size=2,
+                 eval_batch_size=1, finetune_learning_rate=0.01, qat_learning_rate=0.0001,
+                 lr_decay_power=0.9, quant_config=None, num_workers=None, fixed_input_shape=None,
+                 latency_threads=2, latency_warmup=3, latency_repeats=20, log_interval_steps=10,
+                 use_vdl=False, keep_checkpoints=False):
+        """Sensitivity → prune → fine-tune → QAT → export in one call, with a report.
+
+        Each stage runs the method that does it alone (``analyze_sensitivity``,
+        ``prune``, ``train``, ``quant_aware_train``, ``export``) in its own sub-directory
+        of ``save_dir`` (0_float, 1_sensitivity, 2_pruned, 3_quant), each with
+        ``model/`` and ``export/``. A stage is complete once its ``complete.json`` is
+        written (last, atomically); a rerun skips complete stages, and a fine-tune or
+        QAT that was killed resumes from its last ``epoch_N`` checkpoint. This model
+        is not changed. Details: ``paddlex_seg.slim.compress`` and docs/compression.md.
+
+        Args:
+            train_dataset (SegDataset): fine-tuning and QAT data, with training transforms.
+            eval_dataset (SegDataset): labelled data for the sensitivities, the mIoU of
+                every stage and the latency input (its first image).
+            pruned_flops (float|None): fraction of FLOPs to remove, 0 < x < 1; None
+                skips sensitivity and pruning. Default 0.3.
+            quant (bool): quantization-aware training and an int8 export. Default True.
+            finetune_epochs (int): training epochs after pruning. Default 10.
+            qat_epochs (int): QAT epochs. Default 2.
+            save_dir (str): where the stages and the report go. Default 'output/compress'.
+            criterion (str): filter importance, 'l1_norm' or 'fpgm'. Default 'l1_norm'.
+            train_batch_size (int): batch size of fine-tuning and QAT. Default 2.
+            eval_batch_size (int): batch size of evaluation and sensitivities. Default 1.
+            finetune_learning_rate (float): initial LR of fine-tuning. Default 0.01.
+            qat_learning_rate (float): initial LR of QAT. Default 0.0001.
+            lr_decay_power (float): power of the polynomial LR decay. Default 0.9.
+            quant_config (dict|None): as ``quant_aware_train``. Default None.
+            num_workers (int|str|None): DataLoader workers for both data sets ('auto' or
+                an int); None keeps the data sets' own. Default None.
+            fixed_input_shape (list|None): [w, h] of the exports (see ``export``);
+                None leaves the size free. Default None.
+            latency_threads (int): CPU threads of every Predictor. Default 2.
+            latency_warmup (int): untimed runs before timing. Default 3.
+            latency_repeats (int): timed runs; the median is reported. Default 20.
+            log_interval_steps (int): training log interval. Default 10.
+            use_vdl (bool): VisualDL logs of fine-tuning and QAT. Default False.
+            keep_checkpoints (bool): keep the ``train/`` checkpoints of a stage once it is
+                complete (they serve to resume it). Default False.
+
+        Returns:
+            dict: what ``report.json`` holds: 'stages' (one dict per stage: stage,
+            status, miou, miou_deployed, params, flops, export_bytes, latency_ms,
+            latency_total_ms, model_dir, export_dir, ...), 'settings', 'latency' (how it
+            was measured), 'skipped_stages', 'resumed', 'files' and 'seconds'.
+        """
+        from .slim.compress import compress
+        return compress(
+            self, train_dataset, eval_dataset, pruned_flops=pruned_flops, quant=quant,
+            finetune_epochs=finetune_epochs, qat_epochs=qat_epochs, save_dir=save_dir,
+            criterion=criterion, train_batch_size=train_batch_size, eval_batch_size=eval_batch_size,
+            finetune_learning_rate=finetune_learning_rate, qat_learning_rate=qat_learning_rate,
+            lr_decay_power=lr_decay_power, quant_config=quant_config, num_workers=num_workers,
+            fixed_input_shape=fixed_input_shape, latency_threads=latency_threads,
+            latency_warmup=latency_warmup, latency_repeats=latency_repeats,
+            log_interval_steps=log_interval_steps, use_vdl=use_vdl, keep_checkpoints=keep_checkpoints)
+
     # === Saving ===
     def model_info(self):
         """The content of model.yml (plain types only)."""
@@ -389,7 +464,7 @@ class BaseSegmenter:
 
     save_model = save  # PaddleX 2.x name
 
-    def export(self, save_dir, fixed_input_shape=None, onnx=False, opset_version=11):
+    def export(self, save_dir, fixed_input_shape=None, onnx=False, opset_version=11, aug=None):
         """Export for deployment (paddlex_seg.deploy.export_inference_model): model.pdmodel /
         model.pdiparams / model.yml (+ model.onnx), run by paddlex_seg.deploy.Predictor.
 
@@ -399,13 +474,16 @@ class BaseSegmenter:
                 width first); None leaves batch and size free. Default None.
             onnx (bool): also write model.onnx (needs paddle2onnx). Default False.
             opset_version (int): ONNX opset. Default 11.
+            aug (TestTimeAug|dict|None): recorded in model.yml; the Predictor then
+                applies it. Scales and sliding windows need a free input size (no
+                ``fixed_input_shape``). Default None.
 
         Returns:
             str: the absolute path of ``save_dir``.
         """
         from .deploy.export import export_inference_model
         return export_inference_model(self, save_dir, fixed_input_shape=fixed_input_shape,
-                                      onnx=onnx, opset_version=opset_version)
+                                      onnx=onnx, opset_version=opset_version, aug=aug)
 
     def _save_checkpoint(self, path, optimizer, train_state, metrics):
         self.eval_metrics = metrics
