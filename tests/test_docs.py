@@ -223,15 +223,11 @@ def test_link_checker_finds_a_broken_link():
         "models-and-train", "what-differs", "what-differs-1"}
 
 
-# Pages kept only so that old links keep working; they point to their successors.
-REDIRECT_PAGES = {"models_and_training.md"}
-
-
 def test_docs_index_lists_every_page_and_notebook():
     index = read(os.path.join(DOCS, "README.md"))
     linked = {os.path.normpath(os.path.join("docs", t.partition("#")[0])) for t in relative_links(index)}
     missing = [os.path.join("docs", p) for p in PAGES
-               if p not in REDIRECT_PAGES | {"README.md"} and os.path.join("docs", p) not in linked]
+               if p != "README.md" and os.path.join("docs", p) not in linked]
     missing += [nb for nb in NOTEBOOKS if nb not in linked]
     assert not missing, f"docs/README.md does not link to {missing}"
 
