@@ -176,6 +176,24 @@ class Trainer:
         self.last_checkpoint = checkpoint_dir
         self._info(f"Resumed from {checkpoint_dir} at epoch {self.state.epoch}, "
                     f"step {self.state.global_step}, lr {self._current_lr():.6g}")
+        self._restore_best_model(info.get("metrics"))
+
+    def _restore_best_model(self, metrics):
+        """Rewrite best_model when the run was killed between epoch_N and best_model.
+
+        The checkpoint resumed from holds exactly the weights of the best epoch then.
+        """
+        if not self.is_main or self.state.best_model_epoch != self.state.epoch or metrics is None:
+            return
+        best_dir = os.path.join(self.config.save_dir, "best_model")
+        try:
+            best_epoch = read_model_yml(best_dir)["train_state"]["epoch"]
+        except Exception:  # missing, half-written or foreign: rewrite it
+            best_epoch = None
+        if best_epoch != self.state.epoch:
+            logger.warning(f"{best_dir} does not hold the best epoch ({self.state.epoch}); "
+                           "rewriting it from the resumed checkpoint")
+            self._save("best_model", metrics)
 
     def _info(self, message):
         if self.is_main:  # one log for the whole job under paddle.distributed.launch

@@ -293,6 +293,21 @@ def test_resume_reproduces_uninterrupted_run(data, tmp_path, monkeypatch):
     assert len(got_opt) == len(ref_opt)
 
 
+def test_resume_rewrites_best_model_lost_to_a_kill(data, tmp_path):
+    """A kill after epoch_N is written but before best_model: resuming restores best_model."""
+    save_dir = tmp_path / "out"
+    train(data["tiny"], save_dir, num_epochs=1)
+    assert train_state(save_dir / "best_model")["best_model_epoch"] == 1
+    shutil.rmtree(save_dir / "best_model")  # where the kill left it
+    train(data["tiny"], save_dir, num_epochs=1, resume_checkpoint=str(save_dir / "epoch_1"))
+    state = assert_complete_checkpoint(save_dir / "best_model")
+    assert state["epoch"] == 1
+    best, epoch_1 = params(save_dir / "best_model"), params(save_dir / "epoch_1")
+    assert all(np.array_equal(best[k], epoch_1[k]) for k in epoch_1)
+    assert seg.load_model(str(save_dir / "best_model")).eval_metrics["miou"] == pytest.approx(
+        yaml.safe_load(open(save_dir / "epoch_1" / checkpoint.MODEL_YML))["metrics"]["miou"])
+
+
 def test_resume_from_a_plain_saved_model_is_refused(data, tmp_path):
     model = seg.FastSCNN(num_classes=3)
     model.save(str(tmp_path / "plain"))
