@@ -288,7 +288,11 @@ def _save_program(model, status, path_prefix, input_spec):
     """Trace ``InferenceNet(model.net)`` in eval mode and save it; training flags are restored."""
     net = model.net
     wrapper = InferenceNet(net)
-    flags = [(layer, layer.training) for layer in net.sublayers(include_self=True)]
+    layers = net.sublayers(include_self=True)
+    flags = [(layer, layer.training) for layer in layers]
+    # Tracing replaces each sublayer's forward with a converted one (an instance attribute)
+    # and leaves it there; the model in memory would then run ~1.3-5x slower.
+    own_forward = {id(layer) for layer in layers if "forward" in vars(layer)}
     wrapper.eval()
     try:
         if status == "Quantized":
@@ -301,6 +305,9 @@ def _save_program(model, status, path_prefix, input_spec):
             paddle.disable_static()
         for layer, training in flags:
             layer.training = training
+            if id(layer) not in own_forward and "forward" in vars(layer):
+                del layer.forward
+                layer._original_funcs.pop("forward", None)
 
 
 def _export_info(model, transforms, raw_shape, shape, status):
