@@ -18,7 +18,8 @@ setup(
     install_requires=install_requires,
     extras_require={
         # paddleseg itself is installed with --no-deps by the README's test command.
-        "test": ["pytest", "filelock", "prettytable", "wcwidth"],
+        "test": ["pytest", "filelock", "prettytable", "wcwidth",
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
         # ONNX export (paddle2onnx 1.2.x reads Paddle 2.6 programs) and running it.
         "onnx": ["paddle2onnx==1.2.11", "onnxruntime==1.20.1"],
     },
