@@ -326,10 +326,38 @@ def apply_pruning(net, ratios, input_shape, criterion="l1_norm"):
 def flops(net, input_shape):
     """FLOPs of ``net`` in evaluation mode at ``input_shape``, from ``paddle.flops``."""
     input_shape = _check_input_shape(input_shape)
-    # paddle.flops prints a summary, and warns about its own NumPy use for every layer.
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return int(paddle.flops(net, input_shape))
+
+    def count():
+        # paddle.flops prints a summary, and warns about its own NumPy use for every layer.
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            total = int(paddle.flops(net, input_shape))
+        # It leaves its counters as buffers on layers the eval forward did not run (the
+        # auxiliary heads); they would go into state_dict and the saved weights.
+        for layer in net.sublayers(include_self=True):
+            for name in ("total_ops", "total_params"):
+                layer._buffers.pop(name, None)
+        return total
+    return _by_shape("flops", net, input_shape, count)
+
+
+# FLOPs, and which groups can be pruned without breaking the network, follow from the
+# layers' configuration and parameter shapes and the input shape, not from the weights.
+# Each answer costs forward passes at the input shape (seconds for a large network) and one
+# analyze_sensitivity -> prune -> load_model asks the same questions many times over.
+_SHAPE_ANSWERS = {}
+_SHAPE_ANSWERS_KEPT = 256
+
+
+def _by_shape(question, net, input_shape, compute, *extra):
+    key = (question, type(net).__module__, type(net).__qualname__, repr(net),
+           tuple((name, tuple(p.shape)) for name, p in net.named_parameters()),
+           tuple(input_shape)) + extra
+    if key not in _SHAPE_ANSWERS:
+        if len(_SHAPE_ANSWERS) >= _SHAPE_ANSWERS_KEPT:
+            _SHAPE_ANSWERS.pop(next(iter(_SHAPE_ANSWERS)))  # the oldest
+        _SHAPE_ANSWERS[key] = compute()
+    return _SHAPE_ANSWERS[key]
 
 
 # ---------------------------------------------------------------------------
@@ -634,7 +662,8 @@ class _Session:
             overlapping = self._overlapping()
             candidates = [key for key in self.groups
                           if self.channels[key] > 1 and key not in overlapping]
-            self._prunable = self._runnable(candidates)
+            self._prunable = _by_shape("runnable", self.net, self.input_shape,
+                                       lambda: self._runnable(candidates), tuple(candidates))
         return list(self._prunable)
 
     def check_prunable(self, names, argument):
