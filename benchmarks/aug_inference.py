@@ -30,6 +30,7 @@ import paddle
 import paddlex_seg as seg
 from paddlex_seg import transforms as T
 from paddlex_seg.aug import TestTimeAug
+from machine_info import cpu_name, load_average  # benchmarks/machine_info.py
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "data", "isbi_membrane"))
@@ -120,14 +121,7 @@ def table(rows):
 
 
 def environment():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    return (f"{cpu}, {os.cpu_count()} CPUs (shared with other jobs, load average {load:.1f} at the end); "
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs (load average {load_average():.1f} at the end); "
             f"Python {platform.python_version()}, paddlepaddle {paddle.__version__}, "
             f"paddlex_seg {seg.__version__}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 

@@ -47,6 +47,7 @@ from paddlex_seg.data.dataset import read_image, read_label
 from paddlex_seg.deploy import Predictor
 from paddlex_seg.engine.metrics import confusion_matrix, metrics_from_confusion
 from paddlex_seg.slim.prune import flops as count_flops
+from machine_info import cpu_name, load_average  # benchmarks/machine_info.py
 
 MODELS = ("UNet", "FastSCNN", "BiSeNetV2")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -245,14 +246,9 @@ def format_table(rows):
 
 
 def environment():
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     from importlib.metadata import version
-    return (f"{cpu}, {os.cpu_count()} CPUs (shared with other jobs); Python {platform.python_version()}, "
+    return (f"{cpu_name()}, {os.cpu_count()} CPUs (load average {load_average():.1f} at the end); "
+            f"Python {platform.python_version()}, "
             f"paddlepaddle {paddle.__version__}, paddleslim {version('paddleslim')}, "
             f"paddlex_seg {seg.__version__}; {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 

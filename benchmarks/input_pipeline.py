@@ -47,6 +47,7 @@ import paddlex_seg as seg
 from paddlex_seg import transforms as T
 from paddlex_seg.data import dataset as our_dataset
 from paddlex_seg.data.dataset import collate, read_image, read_label
+from machine_info import cpu_name  # benchmarks/machine_info.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -271,16 +272,7 @@ def versions():
 
 
 def machine():
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} CPUs"
+    return f"{platform.system()} {platform.machine()}, {cpu_name()}, {os.cpu_count()} CPUs"
 
 
 def main(argv=None):

@@ -37,6 +37,7 @@ import paddle
 import paddlex_seg as seg
 from paddlex_seg import transforms as T
 from paddlex_seg.engine import train as engine_train
+from machine_info import cpu_name  # benchmarks/machine_info.py
 
 MODELS = ("DeepLabV3P", "BiSeNetV2", "UNet", "HRNet_W18", "FastSCNN")
 
@@ -145,17 +146,6 @@ def time_theirs(name, data, args):
 # === driver ===
 def step_times(stamps, warmup):
     return [b - a for a, b in zip(stamps[warmup - 1:], stamps[warmup:])]
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main():

@@ -52,6 +52,7 @@ import time
 import numpy as np
 
 from ..log import logger
+from ..segmenter import _check_bool, _check_int
 
 __all__ = ["compress", "STAGE_DIRS", "COMPLETE_FILE", "INPUTS_FILE"]
 
@@ -165,16 +166,6 @@ def _check_arguments(model, train_dataset, eval_dataset, **s):
     for name in ("finetune_learning_rate", "qat_learning_rate", "lr_decay_power"):
         s[name] = float(s[name])
     return s
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
 
 
 def _with_workers(dataset, num_workers):
