@@ -5,7 +5,10 @@
     model = seg.UNet(num_classes=2)
     model.train(num_epochs=10, train_dataset=train_ds, eval_dataset=eval_ds)
 """
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+# First of all: zlib before Paddle (Paddle 2.6 crashes PNG writes otherwise; see _zlib_first).
+from . import _zlib_first  # noqa: F401,E402  isort: skip
 
 from . import transforms, utils  # noqa: F401,E402
 from .data.dataset import SegDataset  # noqa: E402

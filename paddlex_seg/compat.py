@@ -1,0 +1,126 @@
+"""What differs between the supported Paddle releases, in one place.
+
+paddlex_seg runs on two stacks (see README, "Supported stacks"):
+
+* Paddle 3.x (3.3.1, the default): programs are written in the new IR (PIR) as
+  ``model.json``; ``paddle.quantization`` exists; PaddleSlim 2.6, written for the old
+  IR, still traces networks when the old IR is switched on around its tracing.
+* Paddle 2.6.2: programs are ``model.pdmodel`` (protobuf); PaddleSlim does QAT.
+
+Everything else in the package asks this module instead of testing versions itself,
+so that each concern has one code path and the differences are listed here:
+
+* ``PADDLE_VERSION`` / ``PADDLE3``: the installed release.
+* ``PROGRAM_SUFFIXES`` / ``program_file``: the file a saved inference program lives in.
+* ``legacy_program_ir``: a context in which static programs are built in the old IR
+  (what PaddleSlim's graph tracing needs); a no-op on 2.6.
+* ``import_paddleslim``: PaddleSlim, with the one renamed Paddle function it calls put
+  back, or an ImportError saying how to install it.
+* ``sigmoid``: ``F.sigmoid`` that also records into an old-IR program on Paddle 3, where
+  the Python API calls the new IR's operator directly.
+
+This module imports only Paddle; every other layer may import it.
+"""
+import contextlib
+import os
+
+import paddle
+import paddle.nn.functional as F
+
+__all__ = ["PADDLE_VERSION", "PADDLE3", "PROGRAM_SUFFIXES", "program_file", "legacy_program_ir",
+           "in_legacy_static_mode", "import_paddleslim", "sigmoid", "PADDLESLIM_INSTALL"]
+
+
+def _version(text):
+    parts = []
+    for piece in text.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+# A source build reports 0.0.0; treat it as the newest line.
+PADDLE_VERSION = _version(paddle.__version__)
+PADDLE3 = PADDLE_VERSION >= (3, 0, 0) or PADDLE_VERSION == (0, 0, 0)
+
+# The file ``paddle.jit.save(layer, prefix)`` writes the program to, first choice first.
+# Paddle 3 writes the new IR's ``.json``; it still runs a 2.6 ``.pdmodel``.
+PROGRAM_SUFFIXES = (".json", ".pdmodel") if PADDLE3 else (".pdmodel",)
+
+PADDLESLIM_INSTALL = "pip install --no-deps paddleslim==2.6.0"
+
+
+def program_file(prefix):
+    """The saved program for ``prefix`` (``model`` → ``model.json`` or ``model.pdmodel``).
+
+    Returns:
+        str|None: the first of ``prefix + suffix`` (``PROGRAM_SUFFIXES``) that exists,
+        or None when none does.
+    """
+    for suffix in PROGRAM_SUFFIXES:
+        if os.path.isfile(prefix + suffix):
+            return prefix + suffix
+    return None
+
+
+@contextlib.contextmanager
+def legacy_program_ir():
+    """Build static programs in Paddle's old IR inside this block (Paddle 3); no-op on 2.6.
+
+    PaddleSlim 2.6 reads ``paddle.static.Program`` objects of the old IR (ops with
+    ``type()``, ``input_arg_names``...), which Paddle 3 builds only with
+    ``FLAGS_enable_pir_api`` off; switching it with ``paddle.set_flags`` is not enough,
+    so Paddle's own guard swaps the program classes too, and puts them back on exit.
+    """
+    if not PADDLE3 or not paddle.framework.use_pir_api():
+        yield
+        return
+    from paddle.pir_utils import DygraphOldIrGuard
+    with DygraphOldIrGuard():
+        yield
+
+
+def in_legacy_static_mode():
+    """True while a static program of the old IR is being built (see ``legacy_program_ir``)."""
+    if paddle.in_dynamic_mode():
+        return False
+    return not (PADDLE3 and paddle.framework.use_pir_api())
+
+
+def import_paddleslim():
+    """Import PaddleSlim for pruning and QAT, ready for the installed Paddle.
+
+    Paddle 3 renamed ``paddle.base.dygraph.base._to_static_mode_guard_`` (which
+    PaddleSlim's ``dygraph2program`` calls) to ``to_static_mode_guard``; the old name is
+    put back as an alias of the new one.
+
+    Raises:
+        ImportError: PaddleSlim is missing; the message says how to install it.
+    """
+    if PADDLE3:
+        from paddle.base.dygraph import base as dygraph_base
+        if not hasattr(dygraph_base, "_to_static_mode_guard_") and hasattr(
+                dygraph_base, "to_static_mode_guard"):
+            dygraph_base._to_static_mode_guard_ = dygraph_base.to_static_mode_guard
+    try:
+        import paddleslim
+    except ImportError as error:
+        raise ImportError(f"pruning and quantization need PaddleSlim: {PADDLESLIM_INSTALL} "
+                          f"(--no-deps: its metadata pins an old OpenCV) ({error})") from None
+    return paddleslim
+
+
+def sigmoid(x):
+    """``F.sigmoid(x)``, also inside an old-IR program on Paddle 3 (``legacy_program_ir``).
+
+    Paddle 3.3's ``F.sigmoid`` calls the new IR's operator even when an old-IR program
+    is being built, and fails ("must be Value, but got Variable"); there the old
+    ``sigmoid`` operator is appended instead. Everywhere else this is ``F.sigmoid``.
+    """
+    if PADDLE3 and in_legacy_static_mode():
+        from paddle.base.layer_helper import LayerHelper
+        helper = LayerHelper("sigmoid")
+        out = helper.create_variable_for_type_inference(x.dtype)
+        helper.append_op(type="sigmoid", inputs={"X": x}, outputs={"Out": out})
+        return out
+    return F.sigmoid(x)
