@@ -214,7 +214,8 @@ def _run_prediction(args):
     if aug is not None and args.no_aug:
         raise CommandError("--no_aug cannot be combined with --flip_horizontal, --flip_vertical, "
                            "--scales, --sliding_window or --window_batch_size")
-    if os.path.isfile(os.path.join(args.model_dir, "model.pdmodel")):
+    from paddlex_seg import compat
+    if compat.program_file(os.path.join(args.model_dir, "model")):
         from paddlex_seg.deploy import Predictor
         predictor = Predictor(args.model_dir, use_gpu=args.use_gpu, use_mkl=args.use_mkl,
                               mkl_thread_num=args.mkl_thread_num)

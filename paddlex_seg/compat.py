@@ -28,7 +28,7 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["PADDLE_VERSION", "PADDLE3", "PROGRAM_SUFFIXES", "program_file", "legacy_program_ir",
-           "in_legacy_static_mode", "import_paddleslim", "sigmoid", "PADDLESLIM_INSTALL"]
+           "in_legacy_static_mode", "import_paddleslim", "sigmoid", "argmax", "PADDLESLIM_INSTALL"]
 
 
 def _version(text):
@@ -124,3 +124,20 @@ def sigmoid(x):
         helper.append_op(type="sigmoid", inputs={"X": x}, outputs={"Out": out})
         return out
     return F.sigmoid(x)
+
+
+def argmax(x, axis, keepdim=False):
+    """``paddle.argmax(x, axis, keepdim, dtype='int32')``, also inside an old-IR program on Paddle 3.
+
+    Same reason as :func:`sigmoid`: there the old ``arg_max`` operator is appended
+    (its ``dtype`` attribute 2 is int32 in the old IR's type enum).
+    """
+    if PADDLE3 and in_legacy_static_mode():
+        from paddle.base.layer_helper import LayerHelper
+        helper = LayerHelper("arg_max")
+        out = helper.create_variable_for_type_inference("int32")
+        helper.append_op(type="arg_max", inputs={"X": x}, outputs={"Out": out},
+                         attrs={"axis": axis, "keepdims": keepdim, "flatten": False, "dtype": 2})
+        out.stop_gradient = True
+        return out
+    return paddle.argmax(x, axis=axis, keepdim=keepdim, dtype="int32")

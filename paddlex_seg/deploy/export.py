@@ -64,6 +64,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 import yaml
 
+from .. import compat
 from ..aug import TestTimeAug
 from ..data import transforms as T
 from ..log import logger
@@ -72,7 +73,9 @@ __all__ = ["export_inference_model", "export_onnx", "parse_fixed_input_shape", "
            "MODEL_FILE", "PARAMS_FILE", "ONNX_FILE", "MODEL_YML", "OUTPUT_NAMES"]
 
 MODEL_PREFIX = "model"
-MODEL_FILE = MODEL_PREFIX + ".pdmodel"
+# Where the program goes: model.json (Paddle 3's new IR) or model.pdmodel (Paddle 2.6);
+# model.yml's Export: model_file records which one an export wrote.
+MODEL_FILE = MODEL_PREFIX + compat.PROGRAM_SUFFIXES[0]
 PARAMS_FILE = MODEL_PREFIX + ".pdiparams"
 ONNX_FILE = MODEL_PREFIX + ".onnx"
 MODEL_YML = "model.yml"
@@ -101,7 +104,7 @@ class InferenceNet(nn.Layer):
 
     def forward(self, x):
         logit = self.net(x)[0]
-        label_map = paddle.argmax(logit, axis=1, keepdim=True, dtype="int32")
+        label_map = compat.argmax(logit, axis=1, keepdim=True)
         score_map = paddle.transpose(F.softmax(logit, axis=1), perm=[0, 2, 3, 1])
         return label_map, score_map
 
@@ -212,6 +215,7 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
             "float32", INPUT_NAME)]
         _save_program(model, status, os.path.join(work, MODEL_PREFIX), input_spec)
         info = _export_info(model, transforms, fixed_input_shape, shape, status)
+        info["Export"]["model_file"] = os.path.basename(compat.program_file(os.path.join(work, MODEL_PREFIX)))
         info["Export"]["aug"] = None if aug is None else aug.to_dict()
         _write_yml(os.path.join(work, MODEL_YML), info)
         if onnx:
@@ -245,8 +249,9 @@ def export_onnx(model_dir, save_file=None, opset_version=11):
     if isinstance(opset_version, bool) or not isinstance(opset_version, int) or not 7 <= opset_version <= 19:
         raise ValueError(f"opset_version must be an int from 7 to 19, got {opset_version!r}")
     model_dir = os.fspath(model_dir)
-    model_file, params_file = (os.path.join(model_dir, name) for name in (MODEL_FILE, PARAMS_FILE))
-    for path in (model_file, params_file):
+    model_file = compat.program_file(os.path.join(model_dir, MODEL_PREFIX))
+    params_file = os.path.join(model_dir, PARAMS_FILE)
+    for path in (model_file or os.path.join(model_dir, MODEL_FILE), params_file):
         if not os.path.isfile(path):
             raise ValueError(f"{model_dir!r} is not an exported inference model: {path} is missing")
     paddle2onnx = _import_paddle2onnx()

@@ -31,6 +31,7 @@ import numpy as np
 import paddle.inference as paddle_infer
 import yaml
 
+from .. import compat
 from ..aug import TestTimeAug, augmented_scores
 from ..data.dataset import read_input_image
 from ..data.transforms import Compose, build_transforms, restore_to_input
@@ -124,7 +125,15 @@ class Predictor:
                                       f"{e}") from None
         self.timings = {}
 
-        config = paddle_infer.Config(*_model_files(self.model_dir, export))
+        model_file, params_file = _model_files(self.model_dir, export)
+        config = paddle_infer.Config(model_file, params_file)
+        if use_mkl and not use_gpu and model_file.endswith(".json"):
+            # Paddle 3.3's oneDNN kernels fail on new-IR programs with bilinear
+            # interpolation (every network here): "ConvertPirAttribute2RuntimeAttribute
+            # not support ArrayAttribute<DoubleAttribute>", Paddle issue #79749.
+            logger.warning("Predictor: oneDNN cannot run Paddle 3 programs with bilinear "
+                           "interpolation (Paddle issue #79749); running without it")
+            use_mkl = False
         if use_gpu:
             config.enable_use_gpu(100, int(gpu_id))
             if use_trt:
@@ -348,10 +357,16 @@ def _read_exported_yml(model_dir):
 
 def _model_files(model_dir, export):
     files = []
-    for key, default in (("model_file", "model.pdmodel"), ("params_file", "model.pdiparams")):
+    program = compat.program_file(os.path.join(model_dir, "model")) or os.path.join(
+        model_dir, "model" + compat.PROGRAM_SUFFIXES[0])
+    for key, default in (("model_file", program), ("params_file", "model.pdiparams")):
         path = os.path.join(model_dir, export.get(key) or default)
         if not os.path.isfile(path):
             raise InferenceModelError(f"{path} is missing: the export in {model_dir!r} is incomplete")
+        if path.endswith(".json") and not compat.PADDLE3:
+            raise InferenceModelError(f"{path} is a Paddle 3 program (new IR), which Paddle "
+                                      f"{compat.paddle.__version__} cannot run: export the model "
+                                      "again with this Paddle, or run it with Paddle 3")
         files.append(path)
     return files
 

@@ -13,7 +13,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .layers import ConvBN, ConvBNReLU, DepthwiseConvBN, check_positive_int, resize_to
+from .. import compat
+from .layers import ConvBN, ConvBNReLU, DepthwiseConvBN, Sigmoid, check_positive_int, resize_to
 
 __all__ = ["BiSeNetV2"]
 
@@ -107,15 +108,15 @@ class _GuidedAggregation(nn.Layer):
                                             nn.AvgPool2D(kernel_size=3, stride=2, padding=1))
         self.sb_branch_keep = nn.Sequential(DepthwiseConvBN(channels, channels, 3),
                                             nn.Conv2D(channels, channels, 1),
-                                            nn.Sigmoid())
+                                            Sigmoid())
         self.sb_branch_up = ConvBN(channels, channels, 3)
         self.conv = ConvBN(channels, channels, 3)
 
     def forward(self, detail, semantic):
         detail_keep = self.db_branch_keep(detail)
         detail_size = paddle.shape(detail_keep)[2:]
-        semantic_gate = F.sigmoid(resize_to(self.sb_branch_up(semantic), detail_size,
-                                            self.align_corners))
+        semantic_gate = compat.sigmoid(resize_to(self.sb_branch_up(semantic), detail_size,
+                                                 self.align_corners))
         detail_guided = detail_keep * semantic_gate
         semantic_guided = self.db_branch_down(detail) * self.sb_branch_keep(semantic)
         semantic_guided = resize_to(semantic_guided, detail_size, self.align_corners)

@@ -11,15 +11,24 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from .. import compat
+
 __all__ = [
     "ConvBN", "ConvBNReLU", "SeparableConvBNReLU", "DepthwiseConvBN",
-    "AuxLayer", "ASPP", "PyramidPooling", "resize_to",
+    "AuxLayer", "ASPP", "PyramidPooling", "Sigmoid", "resize_to",
 ]
 
 
 def resize_to(x, size, align_corners=False, mode="bilinear"):
     """Resize a NCHW tensor to spatial ``size`` (a [h, w] list or shape slice)."""
     return F.interpolate(x, size=size, mode=mode, align_corners=align_corners)
+
+
+class Sigmoid(nn.Layer):
+    """``nn.Sigmoid`` that also traces into an old-IR program on Paddle 3 (see ``compat.sigmoid``)."""
+
+    def forward(self, x):
+        return compat.sigmoid(x)
 
 
 class ConvBN(nn.Layer):

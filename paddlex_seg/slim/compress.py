@@ -544,8 +544,10 @@ def _predictor_miou(predictor, eval_dataset, num_classes):
 
 
 def _exported_bytes(export_dir):
-    from ..deploy.export import MODEL_FILE, PARAMS_FILE
-    return int(sum(os.path.getsize(os.path.join(export_dir, name)) for name in (MODEL_FILE, PARAMS_FILE)))
+    from .. import compat
+    from ..deploy.export import MODEL_PREFIX, PARAMS_FILE
+    program = compat.program_file(os.path.join(export_dir, MODEL_PREFIX))
+    return int(os.path.getsize(program) + os.path.getsize(os.path.join(export_dir, PARAMS_FILE)))
 
 
 def _dataset_fingerprint(dataset):

@@ -21,6 +21,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+from ... import compat
 from ..layers import ConvBN, ConvBNReLU, resize_to
 from .registry import register
 
@@ -450,7 +451,7 @@ class _SqueezeExcitation(nn.Layer):
 
     def forward(self, x):
         pooled = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        gate = F.sigmoid(self.excitation(F.relu(self.squeeze(pooled))))
+        gate = compat.sigmoid(self.excitation(F.relu(self.squeeze(pooled))))
         return x * gate.unsqueeze([2, 3])
 
 
@@ -482,12 +483,12 @@ class _PolarizedSelfAttention(nn.Layer):
         values = self.conv_v_right(x).flatten(2)                       # [N, C/2, HW]
         weights = F.softmax(self.conv_q_right(x).flatten(2), axis=2)   # [N, 1, HW]
         pooled = paddle.matmul(values, weights.transpose([0, 2, 1]))   # [N, C/2, 1]
-        channel_gate = F.sigmoid(self.conv_up(pooled.unsqueeze(-1)))   # [N, C, 1, 1]
+        channel_gate = compat.sigmoid(self.conv_up(pooled.unsqueeze(-1)))   # [N, C, 1, 1]
 
         query = F.adaptive_avg_pool2d(self.conv_q_left(x), 1)          # [N, C/2, 1, 1]
         keys = self.conv_v_left(x).flatten(2)                          # [N, C/2, HW]
         scores = paddle.matmul(query.flatten(1).unsqueeze(1), keys)    # [N, 1, HW]
-        spatial_gate = F.sigmoid(F.softmax(scores, axis=2).reshape([-1, 1, h, w]))
+        spatial_gate = compat.sigmoid(F.softmax(scores, axis=2).reshape([-1, 1, h, w]))
         return x * spatial_gate + x * channel_gate
 
 
