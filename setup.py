@@ -57,11 +57,15 @@ setup(
     ],
     extras_require={
         "cpu": ["paddlepaddle>=2.6.2,<3.4"],
-        # Parity oracle and tests. paddleseg==2.8.0 itself goes in with --no-deps (README).
-        "test": ["pytest>=7", "filelock", "prettytable", "wcwidth",
-                 "nbclient>=0.10", "nbformat>=5.9", "ipykernel>=6.29", "httpx>=0.27"],
         # ONNX export (paddle2onnx 1.2.x reads Paddle 2.6 programs, 2.x Paddle 3's) and running it.
         "onnx": ["paddle2onnx>=1.2.11", "onnxruntime>=1.18"],
+        # The OpenVINO backend of deploy.Predictor.
+        "openvino": ["openvino>=2024.0"],
+        # paddlex_seg serve: an exported model over HTTP.
+        "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9"],
+        # Parity oracle and tests. paddleseg==2.8.0 itself goes in with --no-deps (README).
+        "test": ["pytest>=7", "filelock", "prettytable", "wcwidth", "nbclient>=0.10", "nbformat>=5.9",
+                 "ipykernel>=6.29", "httpx>=0.27", "schemathesis>=3.30"],
     },
     entry_points={"console_scripts": ["paddlex_seg=paddlex_seg.cli:main"]},
     cmdclass={"build_py": BuildWithZlibFirst},

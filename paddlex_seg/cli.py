@@ -202,6 +202,8 @@ def _predict(args):
         if args.save_label:
             stem = os.path.splitext(os.path.basename(path))[0]
             label_file = os.path.join(args.save_dir, f"label_{stem}.png")
+            from paddlex_seg._zlib_first import check_png_writes
+            check_png_writes(label_file)
             cv2.imwrite(label_file, result["label_map"])
             line += f", {label_file}"
         print(line)

@@ -24,11 +24,12 @@ This module imports only Paddle; every other layer may import it.
 import contextlib
 import os
 
+import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 __all__ = ["PADDLE_VERSION", "PADDLE3", "PROGRAM_SUFFIXES", "program_file", "legacy_program_ir",
-           "in_legacy_static_mode", "import_paddleslim", "sigmoid", "argmax", "PADDLESLIM_INSTALL"]
+           "in_legacy_static_mode", "import_paddleslim", "sigmoid", "argmax", "flops", "PADDLESLIM_INSTALL"]
 
 
 def _version(text):
@@ -141,3 +142,23 @@ def argmax(x, axis, keepdim=False):
         out.stop_gradient = True
         return out
     return paddle.argmax(x, axis=axis, keepdim=keepdim, dtype="int32")
+
+
+def flops(net, input_size):
+    """``paddle.flops(net, input_size)`` as an int, also on Paddle 3 with numpy 2.
+
+    Paddle 3.3's counter keeps its totals in shape-[1] tensors and converts them with
+    ``int()``, which numpy 2 refuses for 1-element arrays that are not 0-d ("only
+    0-dimensional arrays can be converted to Python scalars"); the conversion is
+    widened to any 1-element tensor while the count runs.
+    """
+    tensor_int = paddle.Tensor.__int__
+
+    def one_element_int(var):
+        return int(np.asarray(var).reshape(-1)[0]) if int(np.prod(var.shape)) == 1 else tensor_int(var)
+
+    paddle.Tensor.__int__ = one_element_int
+    try:
+        return int(paddle.flops(net, input_size, print_detail=False))
+    finally:
+        paddle.Tensor.__int__ = tensor_int

@@ -13,6 +13,8 @@ import os
 import cv2
 import numpy as np
 
+from ._zlib_first import check_png_writes
+
 __all__ = ["visualize", "get_color_map", "ARRAY_IMAGE_NAME"]
 
 # File name used for an image given as an array (it has no name of its own).
@@ -90,6 +92,7 @@ def visualize(image, result, weight=0.6, save_dir="./", color=None, legend=False
     ext = os.path.splitext(path)[1]
     if not ext or not cv2.haveImageWriter(path):
         path = os.path.splitext(path)[0] + ".png"
+    check_png_writes(path)
     if not cv2.imwrite(path, picture):
         raise ValueError(f"OpenCV could not write {path}")
     return path

@@ -12,6 +12,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from .._zlib_first import check_png_writes
+
 __all__ = ['make_synthetic_dataset', 'SyntheticDataset', 'class_names']
 
 SHAPES = ('circle', 'rectangle', 'triangle')
@@ -196,6 +198,7 @@ def _write_image(path, image):
 
 
 def _write_label(path, label, palette):
+    check_png_writes(path)
     height, width = label.shape
     if palette is None:
         Image.frombytes('L', (width, height), label.tobytes()).save(path)

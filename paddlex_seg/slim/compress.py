@@ -673,6 +673,8 @@ def _figure(width, height):
 
 
 def _save_figure(fig, path):
+    from .._zlib_first import check_png_writes
+    check_png_writes(path)
     _atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
 
 

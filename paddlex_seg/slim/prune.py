@@ -91,6 +91,10 @@ import warnings
 
 import numpy as np
 import paddle
+
+from .. import compat
+
+compat.import_paddleslim()  # before PaddleSlim's modules: it puts back a name Paddle 3 renamed
 from paddleslim.core import GraphWrapper, VarWrapper, dygraph2program
 from paddleslim.core.graph_wrapper import OpWrapper
 from paddleslim.dygraph import FPGMFilterPruner, L1NormFilterPruner
@@ -332,7 +336,7 @@ def flops(net, input_shape):
         # paddle.flops prints a summary, and warns about its own NumPy use for every layer.
         with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            total = int(paddle.flops(net, input_shape))
+            total = compat.flops(net, input_shape)
         # It leaves its counters as buffers on layers the eval forward did not run (the
         # auxiliary heads); they would go into state_dict and the saved weights.
         for layer in net.sublayers(include_self=True):
@@ -504,7 +508,9 @@ class _Groups(DygraphPruningCollections):
 
     def __init__(self, model, input_shape):  # pylint: disable=super-init-not-called
         try:
-            program = dygraph2program(model, inputs=list(input_shape), dtypes=["float32"])
+            # Paddle 3: PaddleSlim reads old-IR programs only, so trace into one.
+            with compat.legacy_program_ir():
+                program = dygraph2program(model, inputs=list(input_shape), dtypes=["float32"])
         finally:
             if not paddle.in_dynamic_mode():  # PaddleSlim leaves it on when tracing fails
                 paddle.disable_static()

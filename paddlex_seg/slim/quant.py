@@ -85,6 +85,10 @@ import warnings
 import paddle
 import paddle.nn as nn
 from paddle.nn.quant import quant_layers
+
+from .. import compat
+
+compat.import_paddleslim()  # noqa: E402 (a clear error when PaddleSlim is missing)
 from paddleslim import QAT
 
 from ..log import logger

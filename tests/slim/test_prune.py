@@ -14,6 +14,7 @@ import types
 import numpy as np
 import paddle
 import paddle.nn.functional as F
+from paddlex_seg import compat
 import pytest
 from paddleslim.dygraph import L1NormFilterPruner
 from paddleslim.prune.prune_worker import PRUNE_WORKER
@@ -45,7 +46,7 @@ def build(name, seed=1):
 def paddle_flops(net):
     # On a copy: paddle.flops leaves its counters as buffers on layers the eval forward skips.
     with contextlib.redirect_stdout(io.StringIO()):
-        return paddle.flops(copy.deepcopy(net), INPUT)
+        return compat.flops(copy.deepcopy(net), INPUT)
 
 
 def shapes(net):
