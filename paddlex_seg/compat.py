@@ -95,6 +95,9 @@ def import_paddleslim():
     PaddleSlim's ``dygraph2program`` calls) to ``to_static_mode_guard``; the old name is
     put back as an alias of the new one.
 
+    numpy 2 removed ``np.product``, which PaddleSlim's sensitivity analysis calls; it is
+    put back as ``np.prod``.
+
     Raises:
         ImportError: PaddleSlim is missing; the message says how to install it.
     """
@@ -103,6 +106,9 @@ def import_paddleslim():
         if not hasattr(dygraph_base, "_to_static_mode_guard_") and hasattr(
                 dygraph_base, "to_static_mode_guard"):
             dygraph_base._to_static_mode_guard_ = dygraph_base.to_static_mode_guard
+    if not hasattr(np, "product"):
+        # PaddleSlim 2.6's sensitivity analysis calls np.product, which numpy 2 removed.
+        np.product = np.prod
     try:
         import paddleslim
     except ImportError as error:

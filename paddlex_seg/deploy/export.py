@@ -48,12 +48,13 @@ ONNX
     its 6x6 bins pool a 1/32 map); smaller ones give a model onnxruntime crashes on.
 """
 import ast
-import contextlib
 import copy
 import inspect
+import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import uuid
@@ -264,12 +265,14 @@ def export_onnx(model_dir, save_file=None, opset_version=11):
         # The external optimiser of newer releases pip-installs packages at run time.
         options["optimize_tool"] = "None"
     try:
-        with _captured_output() as output:
-            paddle2onnx.export(model_file, params_file, **options)
-        errors = [line.strip() for line in output.getvalue().splitlines() if "[ERROR]" in line]
+        returncode, output = _run_paddle2onnx(model_file, params_file, options)
+        errors = [line.strip() for line in output.splitlines() if "[ERROR]" in line]
+        if returncode != 0 and not errors:
+            errors = [f"paddle2onnx exited with code {returncode}"] + output.strip().splitlines()[-3:]
         if errors or not os.path.isfile(tmp):
-            hint = (" Export the model with a fixed_input_shape." if any(
-                "static input shape" in line for line in errors) else "")
+            static = any("static input shape" in line for line in errors) or (
+                returncode != 0 and not _export_has_fixed_shape(model_dir))
+            hint = " It needs a static input shape: export the model with a fixed_input_shape." if static else ""
             raise RuntimeError(f"paddle2onnx could not convert {model_file}: "
                                f"{'; '.join(errors) or 'no output written'}.{hint}")
         os.replace(tmp, target)
@@ -440,35 +443,31 @@ def _import_paddle2onnx():
     return paddle2onnx
 
 
-@contextlib.contextmanager
-def _captured_output():
-    """Collect what C++ code prints to stdout/stderr (paddle2onnx logs its errors there)."""
-    class _Text:
-        value = ""
+# paddle2onnx runs in a child process: on some graphs version 2.x aborts (SIGABRT) instead
+# of reporting, which must not take the user's process down with it.
+_PADDLE2ONNX_CHILD = """
+import json, sys
+import paddle2onnx
+args = json.loads(sys.argv[1])
+paddle2onnx.export(args.pop("model_file"), args.pop("params_file"), **args)
+"""
 
-        def getvalue(self):
-            return self.value
 
-    text = _Text()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        os.dup2(sink.fileno(), 1)
-        os.dup2(sink.fileno(), 2)
-        try:
-            yield text
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            for fd in saved:
-                os.close(fd)
-            sink.seek(0)
-            text.value = sink.read().decode("utf-8", "replace")
-    if text.value.strip():
-        logger.debug("paddle2onnx output:\n%s", text.value)
+def _export_has_fixed_shape(model_dir):
+    yml = os.path.join(model_dir, MODEL_YML)
+    if not os.path.isfile(yml):
+        return False
+    with open(yml, encoding="utf-8") as f:
+        info = yaml.safe_load(f) or {}
+    return bool((info.get("Export") or {}).get("fixed_input_shape") or info.get("fixed_input_shape"))
+
+
+def _run_paddle2onnx(model_file, params_file, options):
+    """Convert in a child process; returns (returncode, what it printed)."""
+    args = json.dumps(dict(options, model_file=model_file, params_file=params_file))
+    done = subprocess.run([sys.executable, "-c", _PADDLE2ONNX_CHILD, args],
+                          capture_output=True, text=True, errors="replace")
+    return done.returncode, done.stdout + done.stderr
 
 
 def _write_yml(path, info):

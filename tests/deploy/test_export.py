@@ -8,6 +8,8 @@ import os
 import numpy as np
 import paddle
 import pytest
+
+from paddlex_seg import compat
 import yaml
 
 import paddlex_seg as seg
@@ -74,7 +76,9 @@ def unet_export(tmp_path_factory):
 
 def test_export_writes_program_params_and_model_yml(unet_export):
     model, save_dir = unet_export
-    assert {"model.pdmodel", "model.pdiparams", "model.yml"} <= set(os.listdir(save_dir))
+    program = os.path.basename(compat.program_file(os.path.join(save_dir, "model")))
+    assert program == "model" + compat.PROGRAM_SUFFIXES[0]   # model.json on Paddle 3
+    assert {program, "model.pdiparams", "model.yml"} <= set(os.listdir(save_dir))
     assert not [n for n in os.listdir(save_dir) if n.startswith(".export")], "temp dir left behind"
     with open(os.path.join(save_dir, "model.yml")) as f:
         info = yaml.safe_load(f)
@@ -90,7 +94,7 @@ def test_export_writes_program_params_and_model_yml(unet_export):
 
 def test_exported_program_outputs_label_and_score_maps(unet_export):
     model, save_dir = unet_export
-    config = paddle.inference.Config(os.path.join(save_dir, "model.pdmodel"),
+    config = paddle.inference.Config(compat.program_file(os.path.join(save_dir, "model")),
                                      os.path.join(save_dir, "model.pdiparams"))
     config.disable_gpu()
     config.disable_glog_info()
@@ -343,7 +347,7 @@ def test_quantized_model_exports_int8_program(data, tmp_path):
     from paddlex_seg.slim import quant
     if hasattr(quant, "ONEDNN_INT8_OP_TYPES"):  # handed to the predictor through model.yml
         assert export["onednn_int8_op_types"] == sorted(quant.ONEDNN_INT8_OP_TYPES)
-    with open(tmp_path / "infer" / "model.pdmodel", "rb") as f:
+    with open(compat.program_file(str(tmp_path / "infer" / "model")), "rb") as f:
         assert b"quantize_linear" in f.read(), "the quantized program must carry quant ops"
     image = images((64, 64), seed=6)[0]
     expected = model.predict(image)

@@ -7,6 +7,8 @@ import sys
 import numpy as np
 import paddle
 import pytest
+
+from paddlex_seg import compat
 import yaml
 
 import paddlex_seg as seg
@@ -30,7 +32,7 @@ def make_model(cls):
 
 
 def paddle_outputs(model_dir, x):
-    config = paddle.inference.Config(os.path.join(model_dir, "model.pdmodel"),
+    config = paddle.inference.Config(compat.program_file(os.path.join(model_dir, "model")),
                                      os.path.join(model_dir, "model.pdiparams"))
     config.disable_gpu()
     config.disable_glog_info()

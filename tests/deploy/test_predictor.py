@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import paddlex_seg as seg
+from paddlex_seg import compat
 from oracle import randomize_batch_norm_stats
 from paddlex_seg import transforms as T
 from paddlex_seg.deploy import InferenceModelError, Predictor
@@ -191,7 +192,7 @@ def test_missing_params_file(exported, tmp_path):
         Predictor(str(target))
 
 
-@pytest.mark.parametrize("name", ["model.pdmodel", "model.pdiparams"])
+@pytest.mark.parametrize("name", ["model" + compat.PROGRAM_SUFFIXES[0], "model.pdiparams"])
 def test_truncated_files(exported, tmp_path, name):
     target = copy_export(exported, tmp_path)
     data = (target / name).read_bytes()

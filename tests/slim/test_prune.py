@@ -110,7 +110,7 @@ def test_concat_support_makes_more_layers_prunable(case):
 def test_our_walk_without_workers_is_paddleslims():
     """plain_paddleslim_masters counts what PaddleSlim's own L1NormFilterPruner finds."""
     net = build("FastSCNN")
-    with without_our_workers(), prune._paddleslim_logs():
+    with without_our_workers(), prune._paddleslim_logs(), compat.legacy_program_ir():
         theirs = [g.master_name for g in L1NormFilterPruner(net, INPUT).collections]
     assert plain_paddleslim_masters(net) == theirs
 
