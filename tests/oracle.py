@@ -125,3 +125,30 @@ def backbone_output_strides(net, size=64):
     assert [f.shape[1] for f in feats] == net.feat_channels
     assert set(vars(net)) == attributes, "forward must not store anything on the backbone"
     return [size // f.shape[2] for f in feats]
+
+
+class Paddle2Promotion:
+    """Run a PaddleSeg callable with Paddle 2.x's ``*`` between int and float tensors.
+
+    PaddleSeg 2.8's CrossEntropyLoss multiplies int64 labels by float32 masks; Paddle 2.x
+    casts the right operand to the left one's dtype, Paddle 3 refuses ("Type promotion only
+    support calculations between floating-point numbers"). Only the oracle is run this way.
+    """
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        original = paddle.Tensor.__mul__
+
+        def multiply(x, y):
+            if isinstance(y, paddle.Tensor) and x.dtype != y.dtype and (
+                    x.is_floating_point() != y.is_floating_point()):
+                y = y.astype(x.dtype)
+            return original(x, y)
+
+        paddle.Tensor.__mul__ = multiply
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            paddle.Tensor.__mul__ = original

@@ -6,7 +6,7 @@ import paddle
 import pytest
 import yaml
 
-from oracle import require_paddleseg
+from oracle import Paddle2Promotion, require_paddleseg
 from paddlex_seg.models.losses import (
     LOSS_NAMES, CrossEntropyLoss, DiceLoss, LovaszSoftmaxLoss, MixedLoss, MultiLogitLoss,
     build_loss)
@@ -241,8 +241,9 @@ def test_gradients_are_finite_and_nonzero(name):
 def paddleseg_pairs(ps):
     weight = [0.5, 2.0, 1.0, 3.0]
     return [
-        ("CrossEntropyLoss", CrossEntropyLoss(), ps.CrossEntropyLoss()),
-        ("CrossEntropyLoss(weight)", CrossEntropyLoss(weight=weight), ps.CrossEntropyLoss(weight=weight)),
+        ("CrossEntropyLoss", CrossEntropyLoss(), Paddle2Promotion(ps.CrossEntropyLoss())),
+        ("CrossEntropyLoss(weight)", CrossEntropyLoss(weight=weight),
+         Paddle2Promotion(ps.CrossEntropyLoss(weight=weight))),
         ("DiceLoss", DiceLoss(), ps.DiceLoss()),
         ("DiceLoss(smooth=0.5)", DiceLoss(smooth=0.5), ps.DiceLoss(smooth=0.5)),
         ("LovaszSoftmaxLoss", LovaszSoftmaxLoss(), ps.LovaszSoftmaxLoss()),
@@ -280,7 +281,7 @@ def test_same_gradients_as_paddleseg():
 def test_mixed_matches_paddleseg_mixed_loss_sum():
     ps = require_paddleseg()
     logit, label = random_case(seed=12)
-    theirs = ps.MixedLoss([ps.CrossEntropyLoss(), ps.LovaszSoftmaxLoss()], [0.8, 0.2])
+    theirs = Paddle2Promotion(ps.MixedLoss([ps.CrossEntropyLoss(), ps.LovaszSoftmaxLoss()], [0.8, 0.2]))
     assert float(build_loss(True)(logit, label)) == pytest.approx(
         float(sum(theirs(logit, label))), abs=1e-5)
 
