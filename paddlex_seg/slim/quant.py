@@ -335,9 +335,11 @@ def save_quantized_inference_model(net, quanter, path_prefix, input_spec):
         with warnings.catch_warnings():
             # PaddleSlim passes input_spec to a full_graph=False to_static; harmless.
             warnings.filterwarnings("ignore", message="full_graph=False don't support input_spec")
-            # Skip QAT.save_quantized_model's own PACT removal (done above).
-            quanter.imperative_qat.save_quantized_model(net, path_prefix,
-                                                        input_spec=list(input_spec))
+            # Skip QAT.save_quantized_model's own PACT removal (done above). Paddle 3:
+            # the old-IR program (.pdmodel), which oneDNN's int8 passes convert.
+            with compat.legacy_program_ir():
+                quanter.imperative_qat.save_quantized_model(net, path_prefix,
+                                                            input_spec=list(input_spec))
     finally:
         # Paddle's exporter decorates net.forward with to_static in place, and an error
         # half-way can leave static mode on; undo both.

@@ -345,9 +345,9 @@ def test_failed_export_leaves_the_network_usable(tmp_path):
     quanter = quantize_net(net)
     wrapper = Scores(net)
     wrapper.train()
-    wrong_channels = [paddle.static.InputSpec([None, 5, None, None], "float32", "x")]
+    wrong_rank = [paddle.static.InputSpec([None, 3], "float32", "x")]  # a convolution needs 4-D
     with pytest.raises(ValueError):  # the trace fails on the first convolution
-        save_quantized_inference_model(wrapper, quanter, str(tmp_path / "model"), wrong_channels)
+        save_quantized_inference_model(wrapper, quanter, str(tmp_path / "model"), wrong_rank)
     assert "forward" not in vars(wrapper) and paddle.in_dynamic_mode()
     assert wrapper.training and net.training
     assert wrapper(image(1, seed=0, size=8)).shape == [1, NUM_CLASSES, 8, 8]
