@@ -149,7 +149,7 @@ def parse_fixed_input_shape(value):
 
 
 def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, opset_version=11,
-                           aug=None):
+                           aug=None, calibration_dataset=None):
     """Write ``model`` to ``save_dir`` as a Paddle inference model (+ ONNX on request).
 
     Args:
@@ -163,6 +163,10 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
             more). Default: 11.
         aug (TestTimeAug|dict|None): test-time augmentation recorded in model.yml for
             the Predictor; None records none. Default: None.
+        calibration_dataset (SegDataset|None): labelled images on which every installed
+            backend/precision is measured against Paddle fp32 (``paddlex_seg.deploy.check``);
+            the figures go into model.yml and guard ``Predictor(backend='auto')``.
+            Default: None (auto then runs fp32).
 
     Returns:
         str: the absolute path of ``save_dir``.
@@ -226,6 +230,9 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
         shutil.rmtree(work, ignore_errors=True)
     logger.info(f"Exported inference model of {type(model).__name__} to {save_dir}"
                 + (" (with model.onnx)" if onnx else ""))
+    if calibration_dataset is not None:
+        from .check import check
+        check(save_dir, calibration_dataset)
     return save_dir
 
 
