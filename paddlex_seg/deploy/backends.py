@@ -23,7 +23,8 @@ Paddle fp32 (model.yml ``Export: checks``, written by ``paddlex_seg.deploy.check
 most ``MAX_MIOU_LOSS`` points. Without recorded figures it takes fp32 on the backend
 that is fastest on CPU in our measurements (``FP32_PREFERENCE``: OpenVINO, then ONNX
 Runtime, then Paddle Inference; benchmarks/RESULTS.md), since an unchecked bf16 or int8
-could lose accuracy.
+could lose accuracy. A precision given explicitly (``precision='int8'``) is not guarded:
+auto then only picks the fastest backend for it.
 """
 import importlib
 import os
@@ -140,7 +141,9 @@ def choose(model_dir, export, backend="auto", precision="auto", installed=None,
         figure = checks.get(f"{option[0]}/{option[1]}")
         if isinstance(figure, dict) and figure.get("latency_ms") is not None:
             loss = figure.get("miou_loss")
-            if option[1] == "fp32" or (loss is not None and loss <= max_miou_loss):
+            # The guard is auto's: a precision the user asks for is taken as asked.
+            if option[1] == "fp32" or precision != "auto" or (
+                    loss is not None and loss <= max_miou_loss):
                 measured.append((float(figure["latency_ms"]), option))
     if measured:
         return min(measured)[1]
@@ -165,7 +168,10 @@ class OpenVINORunner:
 
     def __call__(self, batch):
         result = self.request.infer({0: batch})
-        return [np.asarray(result[output]) for output in self.outputs]
+        label_map, score_map = [np.asarray(result[output]) for output in self.outputs][:2]
+        if label_map.ndim == 3:  # OpenVINO's Paddle reader drops arg_max's keepdim
+            label_map = label_map[:, None]
+        return [label_map.astype("int32", copy=False), score_map]
 
 
 class ONNXRuntimeRunner:
