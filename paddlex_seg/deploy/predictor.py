@@ -32,7 +32,7 @@ import paddle.inference as paddle_infer
 import yaml
 
 from .. import compat
-from . import backends as _backends
+from .backends import choose as _choose_backend, make_runner as _make_runner
 from ..aug import TestTimeAug, augmented_scores
 from ..data.dataset import read_input_image
 from ..data.transforms import Compose, build_transforms, restore_to_input
@@ -142,12 +142,12 @@ class Predictor:
                 raise ValueError(f"use_gpu=True runs on Paddle Inference only; got backend={backend!r}")
             backend = "paddle"
             precision = "int8" if self.model_status == "Quantized" else "fp32"
-        self.backend, self.precision = _backends.choose(self.model_dir, export, backend, precision)
+        self.backend, self.precision = _choose_backend(self.model_dir, export, backend, precision)
         self._runner = None
         if self.backend != "paddle":
             threads = mkl_thread_num if use_mkl else cpu_thread_num
             try:
-                self._runner = _backends.make_runner(self.backend, self.precision, self.model_dir,
+                self._runner = _make_runner(self.backend, self.precision, self.model_dir,
                                                      model_file, threads)
             except (ImportError, InferenceModelError):
                 raise
