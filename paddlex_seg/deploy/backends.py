@@ -23,7 +23,8 @@ Paddle fp32 (model.yml ``Export: checks``, written by ``paddlex_seg.deploy.check
 most ``MAX_MIOU_LOSS`` points. Without recorded figures it takes fp32 on the backend
 that is fastest on CPU in our measurements (``FP32_PREFERENCE``: OpenVINO, then ONNX
 Runtime, then Paddle Inference; benchmarks/RESULTS.md), since an unchecked bf16 or int8
-could lose accuracy. A precision given explicitly (``precision='int8'``) is not guarded:
+could lose accuracy. auto considers ONNX Runtime only when ``model.onnx`` exists (it
+does not convert on the fly). A precision given explicitly (``precision='int8'``) is not guarded:
 auto then only picks the fastest backend for it.
 """
 import importlib
@@ -125,6 +126,10 @@ def choose(model_dir, export, backend="auto", precision="auto", installed=None,
         backends = [backend]
     else:
         backends = list(available_backends() if installed is None else installed)
+        if not os.path.isfile(os.path.join(model_dir, ONNX_FILE)):
+            # auto does not convert on the fly (paddle2onnx needs a fixed size for some
+            # networks); backend='onnxruntime' asked for explicitly does.
+            backends = [b for b in backends if b != "onnxruntime"]
     options = [(b, p) for b in backends for p in supported_precisions(b, model_dir, export)
                if precision in ("auto", p)]
     if not options:

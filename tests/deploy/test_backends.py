@@ -112,8 +112,12 @@ def test_bad_backend_and_precision_are_named(setup):
 
 # --- the auto choice from recorded figures (no runtime needed) ------------------------
 def _choose(tmp_path, monkeypatch, checks=None, installed=("paddle", "openvino", "onnxruntime"),
-            status="Normal", int8_file=False, bf16=True, **kw):
+            status="Normal", int8_file=False, bf16=True, onnx_file=True, **kw):
     monkeypatch.setattr(backends, "_cpu_has_bf16", lambda: bf16)
+    if onnx_file:
+        (tmp_path / backends.ONNX_FILE).write_bytes(b"")
+    elif (tmp_path / backends.ONNX_FILE).exists():
+        (tmp_path / backends.ONNX_FILE).unlink()
     if int8_file:
         (tmp_path / backends.INT8_ONNX_FILE).write_bytes(b"")
     export = {"model_status": status, "model_file": "model.pdmodel", "checks": checks}
@@ -124,6 +128,9 @@ def test_auto_without_figures_is_fp32_on_the_fastest_backend(tmp_path, monkeypat
     assert _choose(tmp_path, monkeypatch, int8_file=True) == ("openvino", "fp32")
     assert _choose(tmp_path, monkeypatch, installed=("paddle", "onnxruntime")) == ("onnxruntime", "fp32")
     assert _choose(tmp_path, monkeypatch, installed=("paddle",)) == ("paddle", "fp32")
+    # auto does not convert to ONNX on the fly
+    assert _choose(tmp_path, monkeypatch, installed=("paddle", "onnxruntime"), onnx_file=False) == (
+        "paddle", "fp32")
     assert _choose(tmp_path, monkeypatch, status="Quantized") == ("paddle", "int8")  # QAT
 
 
