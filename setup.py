@@ -58,7 +58,8 @@ setup(
     extras_require={
         "cpu": ["paddlepaddle>=2.6.2,<3.4"],
         # ONNX export (paddle2onnx 1.2.x reads Paddle 2.6 programs, 2.x Paddle 3's) and running it.
-        "onnx": ["paddle2onnx>=1.2.11", "onnxruntime>=1.18"],
+        # onnx and ml_dtypes: onnxruntime.quantization (post-training int8, deploy.ptq).
+        "onnx": ["paddle2onnx>=1.2.11", "onnxruntime>=1.18", "onnx>=1.16", "ml_dtypes>=0.5"],
         # The OpenVINO backend of deploy.Predictor.
         "openvino": ["openvino>=2024.0"],
         # paddlex_seg serve: an exported model over HTTP.

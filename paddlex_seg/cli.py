@@ -181,6 +181,10 @@ def _add_predict(commands):
     p.add_argument("--use_mkl", action=argparse.BooleanOptionalAction, default=True,
                    help="exported models: oneDNN on CPU")
     p.add_argument("--mkl_thread_num", type=int, default=4, help="exported models: CPU threads")
+    p.add_argument("--backend", choices=["auto", "paddle", "openvino", "onnxruntime"], default="auto",
+                   help="exported models: runtime (auto: fastest installed that keeps accuracy)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default="auto",
+                   help="exported models: precision (auto: by the figures deploy.check recorded)")
     _add_aug_options(p, "average the softmax scores of")
     p.add_argument("--no_aug", action="store_true",
                    help="exported models: ignore the test-time augmentation recorded in model.yml")
@@ -220,7 +224,8 @@ def _run_prediction(args):
     if compat.program_file(os.path.join(args.model_dir, "model")):
         from paddlex_seg.deploy import Predictor
         predictor = Predictor(args.model_dir, use_gpu=args.use_gpu, use_mkl=args.use_mkl,
-                              mkl_thread_num=args.mkl_thread_num)
+                              mkl_thread_num=args.mkl_thread_num, backend=args.backend,
+                              precision=args.precision)
         # None: the aug recorded in model.yml, if any; False: none at all.
         return predictor.labels, predictor.predict(list(args.image),
                                                    aug=False if args.no_aug else aug)

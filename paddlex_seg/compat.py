@@ -2,8 +2,11 @@
 
 paddlex_seg runs on two stacks (see README, "Supported stacks"):
 
-* Paddle 3.x (3.3.1, the default): programs are written in the new IR (PIR) as
-  ``model.json``; ``paddle.quantization`` exists; PaddleSlim 2.6, written for the old
+* Paddle 3.x (3.3.1, the default): ``paddle.jit.save`` writes the new IR (PIR) as
+  ``model.json``, but export writes the old IR's ``model.pdmodel`` (``legacy_program_ir``
+  around the save), because Paddle Inference 3.3 cannot run PIR programs with bilinear
+  interpolation under oneDNN (Paddle issue #79749) and OpenVINO reads only
+  ``.pdmodel``; ``.json`` exports of earlier versions still load; ``paddle.quantization`` exists; PaddleSlim 2.6, written for the old
   IR, still traces networks when the old IR is switched on around its tracing.
 * Paddle 2.6.2: programs are ``model.pdmodel`` (protobuf); PaddleSlim does QAT.
 
@@ -12,6 +15,8 @@ so that each concern has one code path and the differences are listed here:
 
 * ``PADDLE_VERSION`` / ``PADDLE3``: the installed release.
 * ``PROGRAM_SUFFIXES`` / ``program_file``: the file a saved inference program lives in.
+* ``ONEDNN_INT8_OP_TYPES``: operator types for ``Config.enable_mkldnn_int8`` (shared by
+  slim's QAT export and deploy's Predictor).
 * ``legacy_program_ir``: a context in which static programs are built in the old IR
   (what PaddleSlim's graph tracing needs); a no-op on 2.6.
 * ``import_paddleslim``: PaddleSlim, with the one renamed Paddle function it calls put
@@ -29,6 +34,7 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["PADDLE_VERSION", "PADDLE3", "PROGRAM_SUFFIXES", "program_file", "legacy_program_ir",
+           "ONEDNN_INT8_OP_TYPES",
            "in_legacy_static_mode", "import_paddleslim", "sigmoid", "argmax", "flops", "PADDLESLIM_INSTALL"]
 
 
@@ -44,9 +50,24 @@ def _version(text):
 PADDLE_VERSION = _version(paddle.__version__)
 PADDLE3 = PADDLE_VERSION >= (3, 0, 0) or PADDLE_VERSION == (0, 0, 0)
 
-# The file ``paddle.jit.save(layer, prefix)`` writes the program to, first choice first.
-# Paddle 3 writes the new IR's ``.json``; it still runs a 2.6 ``.pdmodel``.
-PROGRAM_SUFFIXES = (".json", ".pdmodel") if PADDLE3 else (".pdmodel",)
+# The files a saved program may live in, first choice first. Export writes the old IR's
+# ``.pdmodel`` on both stacks (see ``legacy_program_ir``); Paddle 3 also runs the new IR's
+# ``.json`` that exports of earlier paddlex_seg versions wrote.
+PROGRAM_SUFFIXES = (".pdmodel", ".json") if PADDLE3 else (".pdmodel",)
+
+# Operator types to pass to ``paddle.inference.Config.enable_mkldnn_int8``: every type
+# Paddle 2.6's oneDNN quantizer accepts except ``pool2d``. Its default (an empty set:
+# all of them) fails at run time on adaptive average pooling whose bins do not divide
+# the feature map (FastSCNN's pyramid pooling): "no kernels which are registered in the
+# pool2d operator". Pooling then stays in float; nothing else is lost.
+ONEDNN_INT8_OP_TYPES = frozenset({
+    "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
+    "concat", "split", "slice", "reshape2", "transpose2", "fused_transpose",
+    "nearest_interp", "nearest_interp_v2", "prior_box",
+    "elementwise_add", "elementwise_mul", "elementwise_sub",
+    "fused_elementwise_add", "fused_elementwise_mul", "fused_elementwise_sub",
+    "fusion_gru", "multi_gru", "fusion_lstm",
+})
 
 PADDLESLIM_INSTALL = "pip install --no-deps paddleslim==2.6.0"
 

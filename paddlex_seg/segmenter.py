@@ -464,7 +464,8 @@ class BaseSegmenter:
 
     save_model = save  # PaddleX 2.x name
 
-    def export(self, save_dir, fixed_input_shape=None, onnx=False, opset_version=11, aug=None):
+    def export(self, save_dir, fixed_input_shape=None, onnx=False, opset_version=11, aug=None,
+               calibration_dataset=None):
         """Export for deployment (paddlex_seg.deploy.export_inference_model): model.pdmodel /
         model.pdiparams / model.yml (+ model.onnx), run by paddlex_seg.deploy.Predictor.
 
@@ -477,13 +478,42 @@ class BaseSegmenter:
             aug (TestTimeAug|dict|None): recorded in model.yml; the Predictor then
                 applies it. Scales and sliding windows need a free input size (no
                 ``fixed_input_shape``). Default None.
+            calibration_dataset (SegDataset|None): labelled images on which each installed
+                backend/precision is measured (paddlex_seg.deploy.check); the figures in
+                model.yml guard ``Predictor(backend='auto')``. Default None.
 
         Returns:
             str: the absolute path of ``save_dir``.
         """
         from .deploy.export import export_inference_model
         return export_inference_model(self, save_dir, fixed_input_shape=fixed_input_shape,
-                                      onnx=onnx, opset_version=opset_version, aug=aug)
+                                      onnx=onnx, opset_version=opset_version, aug=aug,
+                                      calibration_dataset=calibration_dataset)
+
+    def quantize(self, dataset, save_dir, batch_size=1, batch_nums=16, fixed_input_shape=None,
+                 calibration_dataset=None, **ptq_options):
+        """Post-training int8 quantization, no retraining: export to ``save_dir`` with ONNX,
+        then write ``model.int8.onnx`` calibrated on ``dataset`` (paddlex_seg.deploy.ptq),
+        which ``Predictor(save_dir, precision='int8')`` runs on OpenVINO / ONNX Runtime.
+
+        Args:
+            dataset (SegDataset): calibration images (``batch_size * batch_nums`` at most).
+            save_dir (str): the export directory.
+            batch_size, batch_nums (int): calibration batches. Defaults 1 and 16.
+            fixed_input_shape (list|None): as in ``export`` (FastSCNN needs one for ONNX).
+            calibration_dataset (SegDataset|None): labelled images to measure every
+                backend/precision on afterwards (``paddlex_seg.deploy.check``). Default None.
+            **ptq_options: ``per_channel``, ``calibrate_method`` of ``deploy.ptq.quantize``.
+
+        Returns:
+            str: the absolute path of ``save_dir``.
+        """
+        from .deploy import check, ptq
+        save_dir = self.export(save_dir, fixed_input_shape=fixed_input_shape, onnx=True)
+        ptq.quantize(save_dir, dataset, batch_size=batch_size, batch_nums=batch_nums, **ptq_options)
+        if calibration_dataset is not None:
+            check(save_dir, calibration_dataset)
+        return save_dir
 
     def _save_checkpoint(self, path, optimizer, train_state, metrics):
         self.eval_metrics = metrics

@@ -9,6 +9,8 @@ training code.
 """
 from .export import export_inference_model, export_onnx, parse_fixed_input_shape  # noqa: F401
 from .predictor import InferenceModelError, Predictor  # noqa: F401
+from .check import check  # noqa: F401
+from . import ptq  # noqa: F401
 
-__all__ = ["Predictor", "InferenceModelError", "export_inference_model", "export_onnx",
+__all__ = ["Predictor", "InferenceModelError", "check", "ptq", "export_inference_model", "export_onnx",
            "parse_fixed_input_shape"]

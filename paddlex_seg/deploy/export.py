@@ -74,9 +74,9 @@ __all__ = ["export_inference_model", "export_onnx", "parse_fixed_input_shape", "
            "MODEL_FILE", "PARAMS_FILE", "ONNX_FILE", "MODEL_YML", "OUTPUT_NAMES"]
 
 MODEL_PREFIX = "model"
-# Where the program goes: model.json (Paddle 3's new IR) or model.pdmodel (Paddle 2.6);
-# model.yml's Export: model_file records which one an export wrote.
-MODEL_FILE = MODEL_PREFIX + compat.PROGRAM_SUFFIXES[0]
+# Where the program goes: model.pdmodel (the old IR) on both stacks; model.yml's Export:
+# model_file records it (Predictor also reads the model.json of earlier Paddle 3 exports).
+MODEL_FILE = MODEL_PREFIX + ".pdmodel"
 PARAMS_FILE = MODEL_PREFIX + ".pdiparams"
 ONNX_FILE = MODEL_PREFIX + ".onnx"
 MODEL_YML = "model.yml"
@@ -149,7 +149,7 @@ def parse_fixed_input_shape(value):
 
 
 def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, opset_version=11,
-                           aug=None):
+                           aug=None, calibration_dataset=None):
     """Write ``model`` to ``save_dir`` as a Paddle inference model (+ ONNX on request).
 
     Args:
@@ -163,6 +163,10 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
             more). Default: 11.
         aug (TestTimeAug|dict|None): test-time augmentation recorded in model.yml for
             the Predictor; None records none. Default: None.
+        calibration_dataset (SegDataset|None): labelled images on which every installed
+            backend/precision is measured against Paddle fp32 (``paddlex_seg.deploy.check``);
+            the figures go into model.yml and guard ``Predictor(backend='auto')``.
+            Default: None (auto then runs fp32).
 
     Returns:
         str: the absolute path of ``save_dir``.
@@ -226,6 +230,9 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
         shutil.rmtree(work, ignore_errors=True)
     logger.info(f"Exported inference model of {type(model).__name__} to {save_dir}"
                 + (" (with model.onnx)" if onnx else ""))
+    if calibration_dataset is not None:
+        from .check import check
+        check(save_dir, calibration_dataset)
     return save_dir
 
 
@@ -307,7 +314,9 @@ def _save_program(model, status, path_prefix, input_spec):
             from ..slim.quant import save_quantized_inference_model
             save_quantized_inference_model(wrapper, model.quanter, path_prefix, input_spec)
         else:
-            paddle.jit.save(wrapper, path_prefix, input_spec=input_spec)
+            # The old IR: Paddle Inference 3.3 runs it with oneDNN, OpenVINO reads it.
+            with compat.legacy_program_ir():
+                paddle.jit.save(wrapper, path_prefix, input_spec=input_spec)
     finally:
         if not paddle.in_dynamic_mode():
             paddle.disable_static()
@@ -338,10 +347,8 @@ def _export_info(model, transforms, raw_shape, shape, status):
         "paddle_version": paddle.__version__,
     }
     if status == "Quantized":
-        # What the predictor hands to Config.enable_mkldnn_int8 (it must not import slim).
-        from ..slim import quant
-        op_types = getattr(quant, "ONEDNN_INT8_OP_TYPES", None)
-        info["Export"]["onednn_int8_op_types"] = sorted(op_types) if op_types else None
+        # What the predictor hands to Config.enable_mkldnn_int8.
+        info["Export"]["onednn_int8_op_types"] = sorted(compat.ONEDNN_INT8_OP_TYPES)
     return info
 
 
@@ -479,12 +486,14 @@ def _write_yml(path, info):
 
 def _move_into(work, save_dir):
     """Move the finished files into ``save_dir``, model.yml last (it marks completeness);
-    an earlier export's model.onnx is removed when this one has none."""
+    an earlier export's model.onnx / model.json is removed when this one has none."""
     names = sorted(os.listdir(work), key=lambda name: name == MODEL_YML)
     old_yml = os.path.join(save_dir, MODEL_YML)
     if os.path.exists(old_yml):
         os.remove(old_yml)  # the directory is incomplete until the new one lands
-    if ONNX_FILE not in names and os.path.exists(os.path.join(save_dir, ONNX_FILE)):
-        os.remove(os.path.join(save_dir, ONNX_FILE))
+    stale = [MODEL_PREFIX + suffix for suffix in compat.PROGRAM_SUFFIXES] + [ONNX_FILE]
+    for name in stale:  # a program or ONNX file of an earlier export that this one lacks
+        if name not in names and os.path.exists(os.path.join(save_dir, name)):
+            os.remove(os.path.join(save_dir, name))
     for name in names:
         os.replace(os.path.join(work, name), os.path.join(save_dir, name))

@@ -32,6 +32,7 @@ import paddle.inference as paddle_infer
 import yaml
 
 from .. import compat
+from .backends import choose as _choose_backend, make_runner as _make_runner
 from ..aug import TestTimeAug, augmented_scores
 from ..data.dataset import read_input_image
 from ..data.transforms import Compose, build_transforms, restore_to_input
@@ -67,6 +68,14 @@ class Predictor:
         memory_optimize (bool): reuse intermediate buffers. Default: True.
         max_trt_batch_size (int): largest batch TensorRT is built for. Default: 1.
         trt_precision_mode (str): 'float32', 'float16' or 'int8'. Default: 'float32'.
+        backend (str): 'auto', 'paddle' (Paddle Inference), 'openvino' or 'onnxruntime'
+            (see ``paddlex_seg.deploy.backends``). 'auto' picks the fastest installed
+            backend and precision that keeps accuracy by the figures recorded in model.yml
+            (``paddlex_seg.deploy.check``), fp32 on OpenVINO > ONNX Runtime > Paddle when
+            none are recorded. On GPU it is always 'paddle'. Default: 'auto'.
+        precision (str): 'auto', 'fp32', 'bf16' (OpenVINO on a CPU with BF16) or 'int8'
+            (a QAT model on Paddle, a PTQ ``model.int8.onnx`` on OpenVINO / ONNX Runtime).
+            Default: 'auto'.
 
     Attributes:
         labels (list[str]): class names from model.yml.
@@ -74,6 +83,7 @@ class Predictor:
         transforms (Compose|None): the recorded eval transforms.
         aug (TestTimeAug|None): the test-time augmentation recorded in model.yml.
         input_shape (list): exported NCHW input shape, None for a free dimension.
+        backend (str), precision (str): what runs the model (after 'auto' is resolved).
         timings (dict): of the last ``predict``: milliseconds per repeat for
             'preprocess', 'inference' and 'postprocess' (mean over ``repeats``),
             plus 'images' and 'repeats'.
@@ -86,7 +96,8 @@ class Predictor:
 
     def __init__(self, model_dir, use_gpu=False, gpu_id=0, cpu_thread_num=1, use_mkl=True,
                  mkl_thread_num=4, use_trt=False, use_glog=False, memory_optimize=True,
-                 max_trt_batch_size=1, trt_precision_mode="float32"):
+                 max_trt_batch_size=1, trt_precision_mode="float32", backend="auto",
+                 precision="auto"):
         for name, value in (("use_gpu", use_gpu), ("use_mkl", use_mkl), ("use_trt", use_trt),
                             ("use_glog", use_glog), ("memory_optimize", memory_optimize)):
             if not isinstance(value, bool):
@@ -126,6 +137,28 @@ class Predictor:
         self.timings = {}
 
         model_file, params_file = _model_files(self.model_dir, export)
+        if use_gpu:
+            if backend not in ("auto", "paddle"):
+                raise ValueError(f"use_gpu=True runs on Paddle Inference only; got backend={backend!r}")
+            backend = "paddle"
+            precision = "int8" if self.model_status == "Quantized" else "fp32"
+        self.backend, self.precision = _choose_backend(self.model_dir, export, backend, precision)
+        self._runner = None
+        if self.backend != "paddle":
+            threads = mkl_thread_num if use_mkl else cpu_thread_num
+            try:
+                self._runner = _make_runner(self.backend, self.precision, self.model_dir,
+                                                     model_file, threads)
+            except (ImportError, InferenceModelError):
+                raise
+            except Exception as e:  # the runtimes raise their own error types
+                detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise InferenceModelError(
+                    f"{self.backend} cannot load the exported model in {self.model_dir!r}: its "
+                    f"program or model.pdiparams is corrupt or incomplete ({detail}); export it "
+                    "again") from None
+            logger.info("Predictor: %s %s", self.backend, self.precision)
+            return
         config = paddle_infer.Config(model_file, params_file)
         if use_mkl and not use_gpu and model_file.endswith(".json"):
             # Paddle 3.3's oneDNN kernels fail on new-IR programs with bilinear
@@ -314,6 +347,8 @@ class Predictor:
         return batches
 
     def _infer(self, batch):
+        if self._runner is not None:
+            return self._runner(np.ascontiguousarray(batch, dtype="float32"))
         self._input.reshape(list(batch.shape))
         self._input.copy_from_cpu(np.ascontiguousarray(batch))
         self._predictor.run()

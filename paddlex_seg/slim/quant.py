@@ -118,19 +118,8 @@ WEIGHT_QUANTIZE_TYPES = ("abs_max", "channel_wise_abs_max")
 ACTIVATION_QUANTIZE_TYPES = ("moving_average_abs_max",)
 QUANTIZABLE_LAYER_TYPES = ("Conv2D", "Conv2DTranspose", "Linear")
 
-# Operator types to pass to ``paddle.inference.Config.enable_mkldnn_int8``: every type
-# Paddle 2.6's oneDNN quantizer accepts except ``pool2d``. Its default (an empty set:
-# all of them) fails at run time on adaptive average pooling whose bins do not divide
-# the feature map (FastSCNN's pyramid pooling): "no kernels which are registered in the
-# pool2d operator". Pooling then stays in float; nothing else is lost.
-ONEDNN_INT8_OP_TYPES = frozenset({
-    "conv2d", "depthwise_conv2d", "fused_conv2d", "fc", "matmul", "matmul_v2", "fused_matmul",
-    "concat", "split", "slice", "reshape2", "transpose2", "fused_transpose",
-    "nearest_interp", "nearest_interp_v2", "prior_box",
-    "elementwise_add", "elementwise_mul", "elementwise_sub",
-    "fused_elementwise_add", "fused_elementwise_mul", "fused_elementwise_sub",
-    "fusion_gru", "multi_gru", "fusion_lstm",
-})
+# Operator types for ``Config.enable_mkldnn_int8`` (kept in compat, which deploy shares).
+ONEDNN_INT8_OP_TYPES = compat.ONEDNN_INT8_OP_TYPES
 
 # Layers that hold fake-quant logic once a network is quantized.
 _QUANTIZED_LAYERS = (quant_layers.QuantizedConv2D, quant_layers.QuantizedConv2DTranspose,

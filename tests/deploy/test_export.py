@@ -77,7 +77,7 @@ def unet_export(tmp_path_factory):
 def test_export_writes_program_params_and_model_yml(unet_export):
     model, save_dir = unet_export
     program = os.path.basename(compat.program_file(os.path.join(save_dir, "model")))
-    assert program == "model" + compat.PROGRAM_SUFFIXES[0]   # model.json on Paddle 3
+    assert program == "model.pdmodel"   # the old IR on both stacks (oneDNN, OpenVINO)
     assert {program, "model.pdiparams", "model.yml"} <= set(os.listdir(save_dir))
     assert not [n for n in os.listdir(save_dir) if n.startswith(".export")], "temp dir left behind"
     with open(os.path.join(save_dir, "model.yml")) as f:
@@ -88,6 +88,7 @@ def test_export_writes_program_params_and_model_yml(unet_export):
     assert info["_init_params"]["num_classes"] == 3
     export = info["Export"]
     assert export["model_status"] == "Normal" and export["precision"] == "float32"
+    assert export["model_file"] == "model.pdmodel"
     assert export["input_shape"] == [None, 3, None, None] and export["fixed_input_shape"] is None
     assert list(export["outputs"]) == ["label_map", "score_map"]
 
@@ -344,9 +345,8 @@ def test_quantized_model_exports_int8_program(data, tmp_path):
     with open(tmp_path / "infer" / "model.yml") as f:
         export = yaml.safe_load(f)["Export"]
     assert export["model_status"] == "Quantized" and export["precision"] == "int8"
-    from paddlex_seg.slim import quant
-    if hasattr(quant, "ONEDNN_INT8_OP_TYPES"):  # handed to the predictor through model.yml
-        assert export["onednn_int8_op_types"] == sorted(quant.ONEDNN_INT8_OP_TYPES)
+    # handed to the predictor through model.yml
+    assert export["onednn_int8_op_types"] == sorted(compat.ONEDNN_INT8_OP_TYPES)
     with open(compat.program_file(str(tmp_path / "infer" / "model")), "rb") as f:
         assert b"quantize_linear" in f.read(), "the quantized program must carry quant ops"
     image = images((64, 64), seed=6)[0]

@@ -23,7 +23,8 @@ from paddlex_seg.deploy import predictor as predictor_module
 # the package logger (logging only) and test-time augmentation (NumPy + OpenCV only).
 # No engine, models, segmenter or slim.
 ALLOWED_PACKAGE_IMPORTS = {"paddlex_seg.data.transforms", "paddlex_seg.data.dataset",
-                           "paddlex_seg.log", "paddlex_seg.aug"}
+                           "paddlex_seg.log", "paddlex_seg.aug", "paddlex_seg.compat",
+                           "paddlex_seg.deploy.backends"}
 TRAINING_MODULES = ("paddlex_seg.engine", "paddlex_seg.segmenter", "paddlex_seg.slim",
                     "paddlex_seg.models", "paddlex_seg.checkpoint", "paddlex_seg.weights")
 
@@ -61,7 +62,9 @@ def test_predictor_module_imports_only_transforms_and_reader():
             module = node.module or ""
             if node.level:  # relative: resolve against paddlex_seg.deploy
                 module = ".".join(["paddlex_seg", "deploy"][:2 - (node.level - 1)] + [module]).rstrip(".")
-            if module.startswith("paddlex_seg"):
+            if module in ("paddlex_seg", "paddlex_seg.deploy"):  # from .. import compat
+                package_imports.update(f"{module}.{a.name}" for a in node.names)
+            elif module.startswith("paddlex_seg"):
                 package_imports.add(module)
                 if module == "paddlex_seg.data.dataset":
                     assert [a.name for a in node.names] == ["read_input_image"]
