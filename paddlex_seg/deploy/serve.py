@@ -62,7 +62,10 @@ try:
     from pydantic import BaseModel, Field, ValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.requests import ClientDisconnect
-    import multipart  # noqa: F401  (python-multipart: Starlette parses uploads with it)
+    try:  # python-multipart: Starlette parses uploads with it (renamed module since 0.0.13)
+        import python_multipart  # noqa: F401
+    except ImportError:
+        import multipart  # noqa: F401
 except ImportError as error:  # the serve extra is not installed
     raise ImportError(f"paddlex_seg serve needs FastAPI, uvicorn and python-multipart "
                       f"({error.name or error} is missing): {SERVE_INSTALL}") from None
