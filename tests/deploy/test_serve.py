@@ -331,7 +331,7 @@ def test_load_200_requests_from_8_clients(server, files, predictor):
 
 # === The OpenAPI schema, fuzzed: no 5xx ===
 
-def test_schemathesis_finds_no_server_error(server, client, files, predictor):
+def test_schemathesis_finds_no_server_error(server, client, files, predictor, tmp_path):
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/health", "/model"} <= set(schema["paths"])
     assert {"multipart/form-data", "application/json"} <= set(
@@ -343,7 +343,7 @@ def test_schemathesis_finds_no_server_error(server, client, files, predictor):
         [st, "run", server[0] + "/openapi.json", "--checks", "not_a_server_error",
          "--max-examples", "40", "--seed", "1", "--workers", "1", "--generation-database", "none",
          "--request-timeout", "30", "--no-color"],
-        capture_output=True, text=True, timeout=240)
+        capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its cache goes to cwd
     assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
     assert "Tested: 3" in out.stdout and "No issues found" in out.stdout, out.stdout[-2000:]
     assert server[1].poll() is None
