@@ -22,7 +22,8 @@ Endpoints:
 
 Dynamic batching: requests that arrive together are queued and handed to
 ``Predictor.predict`` as one list, at most ``max_batch_size`` images after waiting at
-most ``max_wait_ms`` for the first one's companions. The Predictor runs in one worker
+most ``max_wait_ms`` for the first one's companions (no wait when no other request is
+being received or decoded). The Predictor runs in one worker
 thread, so the event loop keeps accepting and answering requests meanwhile. A batch
 gives the same results as single calls: the Predictor runs same-sized images as one
 tensor and others apart, and when a batch fails, each of its images is run alone so
@@ -295,6 +296,8 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
         self.batches = self.images = 0
+        # Requests being read or decoded: the only ones worth waiting for.
+        self.arriving = 0
         self._queue = None
         self._task = None
         # One thread: a Paddle predictor must not run two batches at once.
@@ -335,6 +338,8 @@ class Batcher:
                 if not self._queue.empty():
                     batch.append(self._queue.get_nowait())
                     continue
+                if self.arriving == 0:  # nobody else on the way: run now
+                    break
                 left = deadline - loop.time()
                 if left <= 0:
                     break
@@ -579,15 +584,19 @@ def create_app(model_dir, backend=None, precision=None, threads=None,
                       format: Literal["png", "list", "both"] = Query(
                           "png", description="label map as base64 PNG, list of rows, or both")):
         start = time.perf_counter()
+        batcher.arriving += 1
         try:
-            data, name, fields = await _read_image_bytes(request)
-        except ClientDisconnect:  # the body limit answered already, or the client left
-            return Response(status_code=400)
+            try:
+                data, name, fields = await _read_image_bytes(request)
+            except ClientDisconnect:  # the body limit answered already, or the client left
+                return Response(status_code=400)
+            image = await asyncio.get_running_loop().run_in_executor(
+                None, decode_image, data, name, max_pixels)
+        finally:
+            batcher.arriving -= 1  # no await from here to the queue: the batcher sees it queued
         fmt = fields.get("format") or format
         scores = fields.get("return_scores")
         scores = return_scores if scores is None else scores
-        image = await asyncio.get_running_loop().run_in_executor(
-            None, decode_image, data, name, max_pixels)
         decoded = time.perf_counter()
         try:
             result, timings = await batcher.submit(image)
@@ -721,6 +730,8 @@ def serve(model_dir, host="127.0.0.1", port=8080, workers=1, backend=None, preci
         raise ValueError(f"workers must be an int >= 1, got {workers!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int in [0, 65535], got {port!r}")
+    # The package's own log lines (one per Predictor call) follow the server's level.
+    logging.getLogger("paddlex_seg").setLevel(log_level.upper())
     config = dict(model_dir=os.path.abspath(os.fspath(model_dir)), backend=backend,
                   precision=precision, threads=threads, max_batch_size=max_batch_size,
                   max_wait_ms=max_wait_ms, max_upload_bytes=max_upload_bytes, max_pixels=max_pixels)
