@@ -47,12 +47,13 @@ import io
 import json
 import logging
 import os
+import signal
 import time
 from typing import List, Literal, Optional
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 SERVE_INSTALL = 'pip install "paddlex_seg[serve]"'
 try:
@@ -181,7 +182,7 @@ _PREDICT_BODY = {"requestBody": {"required": True, "content": {
 
 def decode_image(data, name, max_pixels):
     """The HWC BGR uint8 array of an image file's bytes, as ``Predictor.predict(path)``
-    reads it (OpenCV, EXIF orientation applied).
+    reads it (OpenCV, EXIF orientation applied; PIL for formats OpenCV cannot read).
 
     The size is read from the header first (PIL opens lazily), so an image of more than
     ``max_pixels`` is refused before any pixel is decoded.
@@ -223,14 +224,23 @@ def decode_image(data, name, max_pixels):
         image = cv2.imdecode(buffer, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     except cv2.error:
         image = None
-    if image is None:
-        raise RequestError(400, "not_an_image", f"{name} is a {kind} ({width}x{height}) that OpenCV "
-                                                "cannot decode: it is corrupt, or send JPEG, PNG, "
-                                                "BMP, TIFF or WebP")
+    if image is None:  # a format OpenCV lacks (e.g. GIF on OpenCV 4): PIL decodes it
+        image = _decode_with_pil(data, name, kind, width, height)
     if image.dtype != np.uint8:
         raise RequestError(400, "unsupported_image", f"{name} has {image.dtype} pixels; the model "
                                                      "takes 8-bit images: convert it to 8 bits")
     return image
+
+
+def _decode_with_pil(data, name, kind, width, height):
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            rgb = np.asarray(ImageOps.exif_transpose(picture).convert("RGB"))
+    except Exception as error:  # truncated or corrupt pixel data
+        raise RequestError(400, "not_an_image", f"{name} is a {kind} ({width}x{height}) whose pixels "
+                                                f"cannot be decoded ({type(error).__name__}: "
+                                                f"{_one_line(error)}): it is corrupt or truncated") from None
+    return np.ascontiguousarray(rgb[:, :, ::-1])
 
 
 def encode_result(result, labels, fmt, return_scores):
@@ -708,7 +718,15 @@ def _package_version():
 
 def _app_from_environment():
     """App factory for uvicorn's worker processes (``--workers`` > 1)."""
-    return create_app(**json.loads(os.environ[CONFIG_ENV]))
+    # A worker imports Paddle here, after uvicorn installed its SIGINT/SIGTERM handlers,
+    # and Paddle puts its own in their place (they abort with a "FatalError"); put
+    # uvicorn's back so that a worker shuts down gracefully.
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    app = create_app(**json.loads(os.environ[CONFIG_ENV]))
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+    return app
 
 
 def serve(model_dir, host="127.0.0.1", port=8080, workers=1, backend=None, precision=None,

@@ -61,40 +61,50 @@ def free_port():
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(exported, tmp_path_factory):
+def start_server(model_dir, log_path, *options):
+    """``python -m paddlex_seg serve`` on a free port; (url, process) once /health answers."""
     port = free_port()
-    log_path = tmp_path_factory.mktemp("serve_log") / "server.log"
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    command = [sys.executable, "-m", "paddlex_seg", "serve", "--model_dir", exported,
-               "--port", str(port), "--threads", "2", "--max_batch_size", str(MAX_BATCH),
-               "--max_wait_ms", "5", "--max_pixels", str(MAX_PIXELS),
-               "--max_upload_bytes", str(MAX_UPLOAD), "--log_level", "warning"]
+    command = [sys.executable, "-m", "paddlex_seg", "serve", "--model_dir", model_dir,
+               "--port", str(port), *options]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return url, process
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            stop_server(process)
+            pytest.fail(f"the server did not answer /health in 120 s:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.3)
+
+
+def stop_server(process):
+    process.terminate()
     try:
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the server exited with {process.returncode}:\n"
-                            f"{log_path.read_text()[-3000:]}")
-            try:
-                if httpx.get(url + "/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the server did not answer /health in 120 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.3)
+        return process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
+
+
+@pytest.fixture(scope="module")
+def server(exported, tmp_path_factory):
+    log_path = tmp_path_factory.mktemp("serve_log") / "server.log"
+    url, process = start_server(
+        exported, log_path, "--threads", "2", "--max_batch_size", str(MAX_BATCH),
+        "--max_wait_ms", "5", "--max_pixels", str(MAX_PIXELS), "--max_upload_bytes",
+        str(MAX_UPLOAD), "--log_level", "warning")
+    try:
         yield url, process, log_path
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process)
 
 
 @pytest.fixture(scope="module")
@@ -208,6 +218,22 @@ def test_base64_json_and_raw_bytes_equal_predictor(client, files, predictor):
     raw = client.post("/predict", content=data, headers={"Content-Type": "image/jpeg"})
     assert raw.status_code == 200, raw.text
     np.testing.assert_array_equal(label_map_of(raw.json()), expected)
+
+
+def test_gif_grayscale_and_rgba_images_are_answered(client, predictor):
+    from PIL import Image
+    rgb = photo(40, 56, 7)[:, :, ::-1]
+    cases = {"p.gif": ("GIF", Image.fromarray(rgb).quantize(64)),
+             "g.png": ("PNG", Image.fromarray(rgb[:, :, 0])),
+             "a.png": ("PNG", Image.fromarray(np.dstack([rgb, np.full(rgb.shape[:2], 128, np.uint8)])))}
+    for name, (kind, picture) in cases.items():
+        buffer = io.BytesIO()
+        picture.save(buffer, kind)
+        response = client.post("/predict", files={"file": (name, buffer.getvalue())})
+        assert response.status_code == 200, (name, response.text)
+        expected = np.asarray(picture.convert("RGB"))[:, :, ::-1]  # what the server decodes
+        np.testing.assert_array_equal(label_map_of(response.json()),
+                                      predictor.predict(np.ascontiguousarray(expected))["label_map"])
 
 
 # === Bad input: a 4xx JSON error naming the problem, then the next request is served ===
@@ -348,6 +374,28 @@ def test_schemathesis_finds_no_server_error(server, client, files, predictor, tm
     assert "Tested: 3" in out.stdout and "No issues found" in out.stdout, out.stdout[-2000:]
     assert server[1].poll() is None
     assert_good_request(client, files, predictor)
+
+
+# === Several worker processes ===
+
+def test_two_workers_serve_and_shut_down_gracefully(exported, files, predictor, tmp_path):
+    log_path = tmp_path / "workers.log"
+    url, process = start_server(exported, log_path, "--workers", "2", "--threads", "1")
+    try:
+        expected = predictor.predict(files["b.png"])["label_map"]
+        with open(files["b.png"], "rb") as f:
+            data = f.read()
+        with httpx.Client(base_url=url, timeout=60) as c:
+            for _ in range(6):
+                response = c.post("/predict", files={"file": ("b.png", data)})
+                assert response.status_code == 200, response.text
+                np.testing.assert_array_equal(label_map_of(response.json()), expected)
+    finally:
+        stop_server(process)
+    log = log_path.read_text()
+    # Each worker shuts down through uvicorn, not through Paddle's signal handler.
+    assert log.count("Application shutdown complete") == 2, log[-3000:]
+    assert "FatalError" not in log, log[-3000:]
 
 
 # === Arguments ===
