@@ -7,7 +7,6 @@ is how the 500 path is reached. Every bad request is followed by a good one, ans
 import base64
 import concurrent.futures
 import io
-import json
 import os
 import socket
 import struct
@@ -436,3 +435,17 @@ def test_missing_fastapi_names_the_serve_extra(exported):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 1, out.stderr[-2000:]
     assert 'pip install "paddlex_seg[serve]"' in out.stderr and "fastapi" in out.stderr
+
+
+def test_the_app_loads_no_training_code(exported):
+    code = ("import sys\nfrom paddlex_seg.deploy.serve import create_app\n"
+            f"create_app({exported!r})\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('paddlex_seg')))\n")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    loaded = set(out.stdout.split())
+    assert "paddlex_seg.deploy.serve" in loaded and "paddlex_seg.deploy.predictor" in loaded
+    training = sorted(m for m in loaded if m.startswith((
+        "paddlex_seg.engine", "paddlex_seg.segmenter", "paddlex_seg.slim", "paddlex_seg.models")))
+    assert not training, f"the server imported training code: {training}"
