@@ -449,3 +449,14 @@ def test_the_app_loads_no_training_code(exported):
     training = sorted(m for m in loaded if m.startswith((
         "paddlex_seg.engine", "paddlex_seg.segmenter", "paddlex_seg.slim", "paddlex_seg.models")))
     assert not training, f"the server imported training code: {training}"
+
+
+def test_cli_defaults_are_the_servers():
+    # cli.py spells them out, so that `paddlex_seg --help` works without the serve extra.
+    import inspect
+    from paddlex_seg.cli import build_parser
+    args = build_parser().parse_args(["serve", "--model_dir", "m"])
+    defaults = {name: p.default for name, p in inspect.signature(serve_module.serve).parameters.items()}
+    for name in ("host", "port", "workers", "backend", "precision", "threads", "max_batch_size",
+                 "max_wait_ms", "max_upload_bytes", "max_pixels", "log_level"):
+        assert getattr(args, name) == defaults[name], name
