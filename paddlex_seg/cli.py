@@ -7,6 +7,7 @@
     paddlex_seg export --model_dir output/unet/best_model --save_dir output/infer --fixed_input_shape [512,512]
     paddlex_seg compress --model_dir output/unet/best_model --dataset_dir data --train_list data/train.txt \
         --eval_list data/val.txt --pruned_flops 0.3 --save_dir output/compress
+    paddlex_seg serve --model_dir output/infer --port 8080
 
 Test-time augmentation (``paddlex_seg.aug``) for predict, evaluate and export::
 
@@ -42,13 +43,14 @@ def build_parser():
         prog=PROG, description="paddlex_seg: train, evaluate, predict and export segmentation models.",
         epilog="PaddleX form: paddlex_seg --export_inference --model_dir=DIR --save_dir=DIR "
                "[--fixed_input_shape=[w,h]]")
-    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export,compress}")
+    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export,compress,serve}")
     commands.required = True
     _add_train(commands)
     _add_evaluate(commands)
     _add_predict(commands)
     _add_export(commands)
     _add_compress(commands)
+    _add_serve(commands)
     return parser
 
 
@@ -352,6 +354,45 @@ def _compress(args):
         latency_threads=args.latency_threads, latency_warmup=args.latency_warmup,
         latency_repeats=args.latency_repeats, keep_checkpoints=args.keep_checkpoints)
     print(f"Report: {os.path.join(report['save_dir'], report['files']['report_md'])}")
+
+
+# --- serve -----------------------------------------------------------------------------
+def _add_serve(commands):
+    p = commands.add_parser(
+        "serve", help="serve an exported model over HTTP (POST /predict; needs the serve extra)",
+        description="Serve an exported model over HTTP with FastAPI on uvicorn: POST /predict "
+                    "(multipart upload, base64 JSON or image/* bytes), GET /health, GET /model, "
+                    "/openapi.json and /docs; requests arriving together are batched "
+                    "(paddlex_seg.deploy.serve). Needs: pip install \"paddlex_seg[serve]\".")
+    p.add_argument("--model_dir", required=True, help="an exported inference model")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: all interfaces)")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes, each with its own Predictor (default 1)")
+    p.add_argument("--backend", default=None,
+                   help="Predictor backend, if this Predictor has backend= (default: its own)")
+    p.add_argument("--precision", default=None,
+                   help="Predictor precision, if this Predictor has precision= (default: its own)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads per Predictor")
+    p.add_argument("--max_batch_size", type=int, default=8, help="most images per model run")
+    p.add_argument("--max_wait_ms", type=float, default=5.0,
+                   help="longest wait for more images to batch with a queued one")
+    p.add_argument("--max_upload_bytes", type=int, default=32 * 1024 * 1024,
+                   help="largest request body; more gets 413 (default 32 MiB)")
+    p.add_argument("--max_pixels", type=int, default=25_000_000,
+                   help="largest image, width x height from its header; more gets 413")
+    p.add_argument("--log_level", default="info", choices=("critical", "error", "warning", "info", "debug"))
+    p.set_defaults(func=_serve)
+
+
+def _serve(args):
+    from paddlex_seg.deploy.serve import serve  # ImportError names the serve extra
+
+    serve(args.model_dir, host=args.host, port=args.port, workers=args.workers,
+          backend=args.backend, precision=args.precision, threads=args.threads,
+          max_batch_size=args.max_batch_size, max_wait_ms=args.max_wait_ms,
+          max_upload_bytes=args.max_upload_bytes, max_pixels=args.max_pixels,
+          log_level=args.log_level)
 
 
 def _none_or_float(text):

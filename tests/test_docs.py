@@ -342,7 +342,8 @@ def test_cli_page_commands_run(isolated_docs_run, capsys):
     """The page's python blocks make its data; then each command line runs, in order.
 
     ``compress`` lines are only parsed: the whole pipeline is too slow for this file
-    (tests/slim/test_compress.py runs it)."""
+    (tests/slim/test_compress.py runs it); so are ``serve`` lines, which serve until
+    stopped (tests/deploy/test_serve.py runs the server)."""
     from paddlex_seg.cli import build_parser, main
     run_page("cli.md")
     commands = _cli_commands(read(os.path.join(DOCS, "cli.md")))
@@ -350,7 +351,7 @@ def test_cli_page_commands_run(isolated_docs_run, capsys):
     for argv in commands:
         if "--help" in argv:
             continue
-        if argv[0] == "compress":
+        if argv[0] in ("compress", "serve"):  # serve would not return
             build_parser().parse_args(argv)
             continue
         status = main(argv)

@@ -160,6 +160,9 @@ def test_deployment(tmp_path, kernel_env):
     assert agree and float(agree.group(1)) >= 99.9 and float(agree.group(2)) < 1e-4, text
     onnx = re.search(r"Paddle Inference: label maps identical: (\w+), largest probability difference (\S+)", text)
     assert onnx and float(onnx.group(2)) < 1e-4, text
+    # Section 7: the exported model served over HTTP answers as the Predictor does.
+    assert re.search(r"HTTP 200: .*label map identical to the Predictor's: True", text), text
+    assert "a text file instead of an image: HTTP 400, not_an_image" in text, text
     timings = pd.read_csv(work / "deployment_timings.csv", index_col="engine")
     assert len(timings) == 4 and any("ONNX Runtime" in name for name in timings.index)
     assert np.all(timings["ms per image (median)"] > 0)
