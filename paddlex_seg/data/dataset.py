@@ -542,10 +542,19 @@ def _read_lines(path):
 
 
 def _read_label_list(path):
-    labels = [line for _, line in _read_lines(path) if line]
-    if not labels:
+    numbered = [(number, line) for number, line in _read_lines(path) if line]
+    if not numbered:
         raise SegDataError(f'label list {path} names no class')
-    return labels
+    lines_of = {}
+    for number, name in numbered:
+        lines_of.setdefault(name, []).append(number)
+    repeated = [(name, numbers) for name, numbers in lines_of.items() if len(numbers) > 1]
+    if repeated:
+        details = '; '.join(f'{name!r} on lines {", ".join(map(str, numbers))}'
+                            for name, numbers in repeated)
+        raise SegDataError(f'label list {path} names a class more than once: {details}; '
+                           f'each class id needs its own name')
+    return [name for _, name in numbered]
 
 
 def _read_file_list(path, data_dir):

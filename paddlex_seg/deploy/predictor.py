@@ -126,7 +126,7 @@ class Predictor:
         self.timings = {}
 
         model_file, params_file = _model_files(self.model_dir, export)
-        config = paddle_infer.Config(model_file, params_file)
+        config = compat.configure_inference(paddle_infer.Config(model_file, params_file), model_file)
         if use_mkl and not use_gpu and model_file.endswith(".json"):
             # Paddle 3.3's oneDNN kernels fail on new-IR programs with bilinear
             # interpolation (every network here): "ConvertPirAttribute2RuntimeAttribute
@@ -153,6 +153,7 @@ class Predictor:
                     config.enable_mkldnn_int8(set(export.get("onednn_int8_op_types") or ()))
                 config.set_cpu_math_library_num_threads(int(mkl_thread_num))
             else:
+                compat.disable_onednn(config)
                 config.set_cpu_math_library_num_threads(int(cpu_thread_num))
         if not use_glog:
             config.disable_glog_info()
