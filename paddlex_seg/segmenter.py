@@ -268,7 +268,8 @@ class BaseSegmenter:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        samples = [transforms({"image": read_input_image(im), "trans_info": []}) for im in images]
+        samples = [transforms({"image": read_input_image(im, "img_file" if single else f"img_file[{i}]"),
+                                "trans_info": []}) for i, im in enumerate(images)]
         results = [None] * len(samples)
         self.net.eval()
         for i, scores in image_scores(self.net, [s["image"] for s in samples], aug):

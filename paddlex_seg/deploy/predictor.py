@@ -208,7 +208,8 @@ class Predictor:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        images = [read_input_image(image) for image in images]
+        images = [read_input_image(image, "img_file" if single else f"img_file[{i}]")
+                  for i, image in enumerate(images)]
 
         for _ in range(warmup_iters):
             self._run(images, transforms, aug)
