@@ -141,8 +141,8 @@ def _cli_line_code(line, indent=""):
         return ""
     if argv[0] == "compress":
         return f"{indent}__import__('paddlex_seg.cli').cli.build_parser().parse_args({argv!r})"
-    return (f"{indent}assert __import__('paddlex_seg.cli').cli.main({argv!r}) == 0, "
-            f"'`paddlex_seg {shlex.join(argv)}` failed (stderr above)'")
+    message = f"`paddlex_seg {shlex.join(argv)}` failed (stderr above)"
+    return f"{indent}assert __import__('paddlex_seg.cli').cli.main({argv!r}) == 0, {message!r}"
 
 
 def page_script(text):
@@ -294,6 +294,8 @@ def test_page_script_keeps_page_lines_and_runs_cli_lines():
     assert lines[0].startswith("import _docs_prelude") and lines[2] == "a = 1" and "b = 2" not in script
     assert lines[9] == ("assert __import__('paddlex_seg.cli').cli.main(['export', '--model_dir', 'm', "
                         "'--save_dir', 's']) == 0, '`paddlex_seg export --model_dir m --save_dir s` failed (stderr above)'")
+    quoted = page_script("# t\n```bash\npaddlex_seg export --fixed_input_shape=[2,2] --save_dir 'a b'\n```\n")[0]
+    compile(quoted, "quoted", "exec")  # shell quoting inside the message stays valid python
     assert lines[10] == "__import__('paddlex_seg.cli').cli.build_parser().parse_args(['compress', '--model_dir', 'm'])"
 
 
