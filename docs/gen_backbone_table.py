@@ -62,6 +62,15 @@ model = seg.DeepLabV3P(num_classes=3, backbone='MyTinyNet', backbone_indices=(0,
 A Layer instance (`backbone=TinyNet()`) also trains, predicts and exports, but
 `load_model` cannot rebuild it and says so. `output_stride` is passed only to builders
 that accept it (ResNet_vd, MobileNetV2/V3 and Xception do; HRNet does not).
+
+**Default output stride of the ResNet_vd builders: 32, not PaddleSeg's 8.** PaddleSeg
+2.8's `ResNet50_vd()` (and the other depths) dilate the last two stages by default
+(output stride 8); here `get_backbone('ResNet50_vd')` without `output_stride` builds the
+plain network (output stride 32), like every other builder in this registry, and is the
+network the table below measures. `DeepLabV3P` always passes its own `output_stride`
+(default 8, as PaddleX and PaddleSeg's DeepLabV3P), so models are unaffected; to get
+PaddleSeg's bare backbone, pass it: `get_backbone('ResNet50_vd', output_stride=8)`.
+The parameters (and so published weights) are the same at every stride.
 Pretrained DeepLabV3P weights exist for ResNet50_vd and ResNet101_vd only; with any
 other backbone train with `pretrain_weights=None` (or a `.pdparams` path).
 

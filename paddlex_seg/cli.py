@@ -93,7 +93,7 @@ def _add_train(commands):
     p.add_argument("--save_dir", default="output")
     p.add_argument("--save_interval_epochs", type=int, default=1)
     p.add_argument("--log_interval_steps", type=int, default=2)
-    p.add_argument("--pretrain_weights", type=_none_or_str, default="CITYSCAPES",
+    p.add_argument("--pretrain_weights", type=_none_or_str, default=_DEFAULT_WEIGHTS,
                    help="a .pdparams path, a published name (e.g. CITYSCAPES), or None")
     p.add_argument("--resume_checkpoint", default=None, help="an epoch_N directory to resume")
     p.add_argument("--early_stop", action="store_true")
@@ -126,10 +126,12 @@ def _train(args):
         num_epochs=args.num_epochs, train_dataset=train_ds, train_batch_size=args.train_batch_size,
         eval_dataset=eval_ds, save_interval_epochs=args.save_interval_epochs,
         log_interval_steps=args.log_interval_steps, save_dir=args.save_dir,
-        pretrain_weights=args.pretrain_weights, learning_rate=args.learning_rate,
+        learning_rate=args.learning_rate,
         lr_decay_power=args.lr_decay_power, early_stop=args.early_stop,
         early_stop_patience=args.early_stop_patience, use_vdl=args.use_vdl,
-        resume_checkpoint=args.resume_checkpoint, use_amp=args.use_amp)
+        resume_checkpoint=args.resume_checkpoint, use_amp=args.use_amp,
+        # Left out when not given, so that --resume_checkpoint alone is fine.
+        **({} if args.pretrain_weights is _DEFAULT_WEIGHTS else {"pretrain_weights": args.pretrain_weights}))
     best = getattr(state, "best_accuracy", -1.0)
     print(f"Training finished: {args.save_dir}"
           + (f" (best mIoU {best:.4f} at epoch {state.best_model_epoch})" if best >= 0 else ""))
@@ -430,6 +432,13 @@ def _size(text):
     if len(sizes) not in (1, 2) or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"expected 'h,w' or one positive int, got {text!r}")
     return sizes[0] if len(sizes) == 1 else sizes
+
+
+class _Default(str):
+    """An option's default, told apart from the same text given on the command line."""
+
+
+_DEFAULT_WEIGHTS = _Default("CITYSCAPES")
 
 
 def _none_or_str(text):

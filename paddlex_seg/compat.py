@@ -85,6 +85,26 @@ def program_file(prefix):
     return None
 
 
+def configure_inference(config, model_file):
+    """Settings a ``paddle.inference.Config`` needs for the program ``model_file``.
+
+    Paddle 3: a new-IR program (``model.json``) must run on the new executor; without it,
+    ``create_predictor`` with memory optimisation fails in a fresh process with
+    "Not find predictor_id 0 and pass_name memory_optimize_pass".
+    """
+    if PADDLE3 and os.fspath(model_file).endswith(".json"):
+        config.enable_new_executor(True)
+    return config
+
+
+def disable_onednn(config):
+    """Keep oneDNN off in a ``paddle.inference.Config`` (Paddle 3's new executor turns it
+    on by default on CPU; Paddle 2.6 only uses it when asked)."""
+    if PADDLE3 and hasattr(config, "disable_mkldnn"):
+        config.disable_mkldnn()
+    return config
+
+
 @contextlib.contextmanager
 def legacy_program_ir():
     """Build static programs in Paddle's old IR inside this block (Paddle 3); no-op on 2.6.

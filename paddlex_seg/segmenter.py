@@ -30,6 +30,15 @@ PRUNE_INPUT_SHAPE = [1, 3, 256, 256]
 # Pruning ratios at which analyze_sensitivity measures each layer (PaddleX's 0.1 … 0.8).
 SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
+
+
+class _DefaultWeights(str):
+    """``train``'s default ``pretrain_weights``: tells the default from a value passed."""
+
+
+# With resume_checkpoint, an explicit pretrain_weights is an error; this default is not.
+DEFAULT_PRETRAIN_WEIGHTS = _DefaultWeights("CITYSCAPES")
+
 __all__ = ["BaseSegmenter", "DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN", "load_model"]
 
 
@@ -97,7 +106,7 @@ class BaseSegmenter:
     # === Training ===
     def train(self, num_epochs, train_dataset, train_batch_size=2, eval_dataset=None,
               optimizer=None, save_interval_epochs=1, log_interval_steps=2, save_dir="output",
-              pretrain_weights="CITYSCAPES", learning_rate=0.01, lr_decay_power=0.9,
+              pretrain_weights=DEFAULT_PRETRAIN_WEIGHTS, learning_rate=0.01, lr_decay_power=0.9,
               early_stop=False, early_stop_patience=5, use_vdl=True, resume_checkpoint=None,
               use_amp=False):
         """Train the network (PaddleX 2.x ``train``).
@@ -114,7 +123,9 @@ class BaseSegmenter:
             log_interval_steps (int): a log line every this many steps.
             save_dir (str): where checkpoints, ``best_model/`` and ``vdl_log/`` go.
             pretrain_weights (str|None): a ``.pdparams`` path, a name from
-                ``pretrain_choices``, or None (from scratch). Ignored when resuming.
+                ``pretrain_choices``, or None (from scratch). Not with
+                ``resume_checkpoint`` (the checkpoint holds the weights): passing both
+                raises ValueError; the default is then unused.
             learning_rate (float): initial LR of the default optimizer.
             lr_decay_power (float): power of the default polynomial decay.
             early_stop (bool): stop when mIoU has not improved for
@@ -141,6 +152,13 @@ class BaseSegmenter:
             if eval_dataset.transforms is None:
                 raise ValueError("eval_dataset has no transforms; give it eval transforms "
                                  "(e.g. T.Compose([T.Normalize()]))")
+        if (resume_checkpoint is not None and pretrain_weights is not None
+                and pretrain_weights is not DEFAULT_PRETRAIN_WEIGHTS):
+            raise ValueError(
+                f"train() got both pretrain_weights={pretrain_weights!r} and resume_checkpoint="
+                f"{resume_checkpoint!r}: resuming restores the checkpoint's weights, so the "
+                f"pretrained ones would be ignored; pass pretrain_weights=None to resume, or "
+                f"resume_checkpoint=None to start from the pretrained weights")
         if resume_checkpoint is not None:
             checkpoint.read_model_yml(resume_checkpoint)  # fail early on a bad path
             self._check_resume_compatible(resume_checkpoint)
@@ -250,7 +268,8 @@ class BaseSegmenter:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        samples = [transforms({"image": read_input_image(im), "trans_info": []}) for im in images]
+        samples = [transforms({"image": read_input_image(im, "img_file" if single else f"img_file[{i}]"),
+                                "trans_info": []}) for i, im in enumerate(images)]
         results = [None] * len(samples)
         self.net.eval()
         for i, scores in image_scores(self.net, [s["image"] for s in samples], aug):

@@ -226,6 +226,47 @@ def test_predict_without_any_transforms_is_a_clear_error():
         model.predict(np.zeros((32, 32, 4), np.uint8), transforms=eval_transforms())
 
 
+BAD_ARRAYS = [  # (array, what the error must say)
+    (np.zeros((32, 32, 3), np.complex128), "img_file: an image array must hold real numbers (uint8 BGR, "
+                                           "or another integer or float type), got dtype complex128 (complex numbers)"),
+    (np.empty((32, 32, 3), object), "got dtype object (Python objects)"),
+    (np.zeros((32, 32, 3), bool), "got dtype bool (booleans)"),
+    (np.array([["a", "b"]]), "got dtype <U1 (text)"),
+    (np.zeros((32, 32, 4), np.uint8), "img_file: an image array must be HWC with 3 channels (BGR) or HW "
+                                      "grayscale, got shape (32, 32, 4) (BGRA? drop the alpha channel"),
+    (np.zeros((32, 32, 2), np.uint8), "got shape (32, 32, 2)"),
+    (np.zeros((1, 32, 32, 3), np.uint8), "got shape (1, 32, 32, 3)"),
+    (np.zeros(32, np.uint8), "got shape (32,)"),
+    (np.zeros((0, 32, 3), np.uint8), "img_file: the image array is empty, shape (0, 32, 3)"),
+    (np.full((32, 32, 3), np.nan, np.float32), "img_file: the image array holds NaN or infinite values"),
+]
+
+
+@pytest.mark.parametrize("array, message", BAD_ARRAYS, ids=lambda v: getattr(v, "dtype", None) and
+                         f"{v.dtype}-{'x'.join(map(str, v.shape))}")
+def test_predict_bad_array_names_the_argument(array, message):
+    model = seg.FastSCNN(num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError) as error:
+        model.predict(array, transforms=eval_transforms())
+    assert message in str(error.value)
+    good = np.zeros((32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"^img_file\[1\]: "):
+        model.predict([good, array], transforms=eval_transforms())
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.int64, np.uint16, np.float16])
+def test_predict_takes_any_real_array_like_uint8(dtype):
+    """Real arrays of other types hold the same pixel values: same prediction as uint8."""
+    model = seg.FastSCNN(num_classes=NUM_CLASSES)
+    image = np.random.RandomState(0).randint(0, 256, (32, 32, 3)).astype(np.uint8)
+    expected = model.predict(image, transforms=eval_transforms())
+    result = model.predict(image.astype(dtype), transforms=eval_transforms())
+    np.testing.assert_array_equal(result["label_map"], expected["label_map"])
+    np.testing.assert_allclose(result["score_map"], expected["score_map"], atol=1e-5)
+    gray = model.predict(image[:, :, :1], transforms=eval_transforms())  # HW1 is grayscale
+    assert gray["label_map"].shape == (32, 32)
+
+
 # --- save / load_model ----------------------------------------------------------------
 
 def test_save_and_load_model_round_trip(trained, data, tmp_path):

@@ -2,17 +2,24 @@
 
 Docs convention (every ``docs/*.md`` page):
 
-* each fenced block opened with ```` ```python ```` is executed; a page's blocks run in
-  order in one namespace, in a fresh temporary working directory, so a page is
-  self-contained (it makes its own data, e.g. ``seg.make_synthetic_dataset('data', ...)``);
-* ```` ```python no-run ```` marks the rare block that cannot run here (GPU, internet,
-  hours); ```` ```bash ````, ```` ```text ```` and other blocks are not executed;
-* a failure names the page, the line of the block's first code line and the exception;
-  tracebacks point at lines of the .md file.
+* a page runs as a reader would run it: all its ```` ```python ```` blocks, in order, as
+  one script in a fresh python process (``subprocess``), in an empty temporary folder, so
+  a page is self-contained (it makes its own data, e.g.
+  ``seg.make_synthetic_dataset('data', ...)``) and cannot lean on what other tests imported;
+* the ``paddlex_seg ...`` command lines of its ```` ```bash ```` blocks run too, at their
+  place in the page, through ``paddlex_seg.cli.main`` in that same process
+  (``compress`` and ``serve`` lines are only parsed: too slow here, or never return;
+  tests/slim/test_compress.py and tests/deploy/test_serve.py run them);
+* ```` ```python no-run ```` (or ```` ```bash no-run ````) marks the rare block that cannot run
+  here (GPU, internet, hours); the page says why; ```` ```text ```` and other blocks are
+  not executed;
+* a failure names the page, the block, the failing line of the .md file and the process's
+  stderr (the script keeps each block at its page lines, so tracebacks name page lines).
 
-To keep this file fast, sensitivity analysis measures one pruning ratio and pruning
-traces the network at 64x64 while the pages run (``segmenter.SENSITIVITY_RATIOS``,
-``segmenter.PRUNE_INPUT_SHAPE``); the code on the pages runs unchanged.
+The README's short example runs the same way. To keep this file fast, the script's line 1
+imports a prelude that makes sensitivity analysis measure one pruning ratio and pruning
+trace the network at 64x64 (``segmenter.SENSITIVITY_RATIOS``, ``segmenter.PRUNE_INPUT_SHAPE``,
+set when the page imports paddlex_seg); the code on the pages runs unchanged.
 
 Besides running code, the tests check that relative links in docs/*.md and README.md
 point at files (and headings) that exist, that docs/README.md indexes every page and
@@ -27,7 +34,7 @@ import re
 import shlex
 import sys
 import time
-import traceback
+import subprocess
 
 import pytest
 
@@ -91,68 +98,160 @@ def prose(text):
     return re.sub(r"(`+)(?:(?!\1).)+?\1", "", without_fences(text), flags=re.S)
 
 
-# --- code blocks run --------------------------------------------------------------------
-@pytest.fixture
-def isolated_docs_run(tmp_path, monkeypatch):
-    """A fresh working directory, fast compression settings, a private weights cache and
-    a backbone registry restored afterwards (pages may register their own backbones)."""
-    from paddlex_seg import segmenter
-    from paddlex_seg.models.backbones import BACKBONES
+# --- code blocks run, each page in a fresh process ------------------------------------
+# Line 1 of every page script (a markdown page's line 1 is its title, never code): the
+# speed settings, applied when the page itself imports paddlex_seg.segmenter, so the
+# page's own imports run in the order it prints them.
+PRELUDE = '''\
+"""Test speed settings for a docs page run (tests/test_docs.py); the page imports what it needs."""
+import importlib.abc, importlib.util, os, sys
 
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+class _FastCompression(importlib.abc.MetaPathFinder):
+    """Sensitivity over one ratio and pruning traced at 64x64, as soon as the page imports paddlex_seg."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "paddlex_seg.segmenter":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            module.SENSITIVITY_RATIOS = (0.3,)
+            module.PRUNE_INPUT_SHAPE = [1, 3, 64, 64]
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, _FastCompression())
+'''
+
+PAGE_TIMEOUT = 600  # seconds for a whole page; each page takes well under two minutes on 2 cores
+
+
+def _cli_line_code(line, indent=""):
+    """A ``paddlex_seg ...`` shell line as python that runs it (``compress`` is only parsed:
+    the whole pipeline is too slow here, tests/slim/test_compress.py runs it; so is ``serve``,
+    which serves until stopped, tests/deploy/test_serve.py runs it)."""
+    argv = shlex.split(line)[1:]
+    if "--help" in argv:
+        return ""
+    if argv[0] in ("compress", "serve"):
+        return f"{indent}__import__('paddlex_seg.cli').cli.build_parser().parse_args({argv!r})"
+    message = f"`paddlex_seg {shlex.join(argv)}` failed (stderr above)"
+    return f"{indent}assert __import__('paddlex_seg.cli').cli.main({argv!r}) == 0, {message!r}"
+
+
+def page_script(text):
+    """The page as one python script: its python blocks in order, each at the lines it has in
+    the page (so tracebacks name page lines), and its bash blocks' ``paddlex_seg`` command
+    lines run through the CLI at their place. Line 1 imports the prelude."""
+    lines = ["import _docs_prelude  # tests/test_docs.py: speed settings, nothing else"]
+    blocks = []
+    for block in fenced_blocks(text):
+        if block.lang == "python" and block.runs:
+            code = block.code.splitlines()
+        elif block.lang == "bash" and "no-run" not in block.info.split():
+            code = []
+            for line in block.code.replace("\\\n", " ").splitlines():
+                line = line.split(" #", 1)[0].strip()
+                code.append(_cli_line_code(line) if line.startswith("paddlex_seg ") else "")
+            # continuation lines were joined: keep the block's line count
+            code += [""] * (block.code.count("\n") - len(code))
+            if not any(code):
+                continue
+        else:
+            continue
+        blocks.append(block)
+        lines += [""] * (block.line - 1 - len(lines))
+        lines += code
+    return "\n".join(lines) + "\n", blocks
+
+
+def run_script(name, text, work, timeout=PAGE_TIMEOUT):
+    """Run ``text`` (a markdown document) as a reader would: one fresh python process, in the
+    empty folder ``work``; fail naming the document, the block and the process's stderr."""
+    script, blocks = page_script(text)
+    folder = os.path.dirname(str(work))
+    with open(os.path.join(folder, "_docs_prelude.py"), "w", encoding="utf-8") as f:
+        f.write(PRELUDE)
+    path = os.path.join(folder, name.replace("/", "_") + ".py")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(script)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT] + [p for p in [os.environ.get("PYTHONPATH")] if p]),
+               PADDLEX_SEG_HOME=os.path.join(folder, "weights_cache"), MPLBACKEND="Agg")
+    start = time.perf_counter()
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-    except ImportError:
-        pass
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    monkeypatch.setenv("PADDLEX_SEG_HOME", str(tmp_path / "weights_cache"))
-    monkeypatch.setattr(segmenter, "SENSITIVITY_RATIOS", (0.3,))
-    monkeypatch.setattr(segmenter, "PRUNE_INPUT_SHAPE", [1, 3, 64, 64])
-    registered = dict(BACKBONES)
-    yield work
-    BACKBONES.clear()
-    BACKBONES.update(registered)
+        done = subprocess.run([sys.executable, path], cwd=str(work), env=env, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
+        pytest.fail(f"{name} did not finish in {timeout} s; its output so far:\n"
+                    f"{(expired.stderr or b'')[-3000:]}", pytrace=False)
+    if done.returncode != 0:
+        lines = [int(n) for n in re.findall(rf'File "{re.escape(path)}", line (\d+)', done.stderr)]
+        where = "before its first block"
+        if lines:
+            hit = [b for b in blocks if b.line <= lines[-1]]
+            where = (f"{hit[-1].lang} block at line {hit[-1].line} (failing line {lines[-1]})" if hit
+                     else f"line {lines[-1]}")
+        stderr = done.stderr.replace(path, name)
+        pytest.fail(f"{name}, {where}: the process exited with {done.returncode}\n\n"
+                    f"stderr:\n{stderr[-6000:]}", pytrace=False)
+    return done, time.perf_counter() - start
 
 
-def run_page(page):
-    """Run the page's python blocks in order in one namespace; fail naming the block."""
-    path = os.path.join(DOCS, page)
-    namespace = {"__name__": "__main__"}
-    timings = []
-    for block in (b for b in fenced_blocks(read(path)) if b.runs):
-        # Padding with blank lines makes traceback line numbers those of the .md file.
-        code = compile("\n" * (block.line - 1) + block.code, f"docs/{page}", "exec")
-        start, start_cpu = time.perf_counter(), time.process_time()
-        try:
-            exec(code, namespace)
-        except (Exception, SystemExit) as error:  # SystemExit too: say which block exited
-            trace = "".join(traceback.format_exception(error))
-            pytest.fail(f"docs/{page}, python block at line {block.line} raised "
-                        f"{type(error).__name__}: {error}\n\n{trace}", pytrace=False)
-        timings.append((block.line, time.perf_counter() - start, time.process_time() - start_cpu))
-    return namespace, timings
+def run_page(page, work):
+    return run_script(f"docs/{page}", read(os.path.join(DOCS, page)), work)
 
 
-def _migration_page_results(namespace):
-    assert os.path.isfile("output/unet/prune/model.sensi.data")
-    assert namespace["model"].status == "Normal"
-    assert os.path.isfile("inference_model/model.pdmodel")
+def _migration_page_results(work):
+    from paddlex_seg.compat import program_file
+    assert (work / "output/unet/prune/model.sensi.data").is_file()
+    assert program_file(str(work / "inference_model" / "model")), "no exported program"
+
+
+def _cli_page_results(work):
+    from paddlex_seg.compat import program_file
+    for model_dir in ("output/fastscnn/best_model", "output/deeplab/best_model"):
+        assert (work / model_dir / "model.yml").is_file()
+    assert (work / "output/vis").is_dir() and os.listdir(work / "output/vis")
+    for infer in ("output/infer", "output/infer_64"):
+        assert program_file(str(work / infer / "model")), "no exported program"
+    assert (work / "output/infer_onnx/model.onnx").is_file()
 
 
 # What a page's code must have left behind, beyond its own asserts.
-PAGE_RESULTS = {"migrating_from_paddlex.md": _migration_page_results}
+PAGE_RESULTS = {"migrating_from_paddlex.md": _migration_page_results, "cli.md": _cli_page_results}
+
+
+@pytest.fixture
+def work(tmp_path):
+    folder = tmp_path / "work"
+    folder.mkdir()
+    return folder
 
 
 @pytest.mark.parametrize("page", PAGES)
-def test_page_code_runs(page, isolated_docs_run):
-    namespace, timings = run_page(page)
-    PAGE_RESULTS.get(page, lambda namespace: None)(namespace)
-    if timings:  # shown with pytest -s
-        print(f"docs/{page}: {len(timings)} python blocks, {sum(t[1] for t in timings):.1f} s wall, "
-              f"{sum(t[2] for t in timings):.1f} s CPU (this process); per block: "
-              + ", ".join(f"line {line} {wall:.1f} s" for line, wall, _ in timings))
+def test_page_runs_in_a_fresh_process(page, work):
+    done, seconds = run_page(page, work)
+    PAGE_RESULTS.get(page, lambda work: None)(work)
+    print(f"docs/{page}: {seconds:.1f} s")  # shown with pytest -s
+
+
+def test_readme_example_runs_in_a_fresh_process(work):
+    text = read(os.path.join(ROOT, "README.md"))
+    section = text.split("\n## Ten lines", 1)[1].split("\n## ", 1)[0]
+    example = [b for b in fenced_blocks(section) if b.lang == "python"]
+    assert len(example) == 1 and len(example[0].code.splitlines()) <= 12, "the README's short example"
+    done, _ = run_script("README.md", text, work)
+    from paddlex_seg.compat import program_file
+    assert program_file(str(work / "output/infer/model")), "no exported program"
+    assert "miou" in done.stdout
 
 
 def test_migration_page_states_the_one_line_change():
@@ -169,15 +268,37 @@ def test_block_parser_sees_fences_lines_and_no_run():
         ("python", 3, "a = 1\n", True), ("python", 8, "b = 2\n", False), ("bash", 11, "ls\n", False)]
 
 
-def test_a_failing_block_names_page_and_line(tmp_path, monkeypatch):
+def test_a_failing_block_names_page_block_line_and_stderr(tmp_path, monkeypatch, work):
     monkeypatch.setattr(sys.modules[__name__], "DOCS", str(tmp_path))
     (tmp_path / "broken.md").write_text("# x\n\n```python\nvalue = 1\n```\n\ntext\n\n```python\nok = value\n"
                                         "raise KeyError('boom')\n```\n", encoding="utf-8")
     with pytest.raises(pytest.fail.Exception) as failure:
-        run_page("broken.md")
+        run_page("broken.md", work)
     message = str(failure.value)
-    assert "docs/broken.md, python block at line 10 raised KeyError" in message
-    assert 'File "docs/broken.md", line 11' in message
+    assert "docs/broken.md, python block at line 10 (failing line 11): the process exited with 1" in message
+    assert 'File "docs/broken.md", line 11' in message and "KeyError: 'boom'" in message
+
+
+def test_a_page_runs_alone_not_on_what_others_imported(tmp_path, monkeypatch, work):
+    """A fresh process: a name this test module has imported is not there for the page."""
+    monkeypatch.setattr(sys.modules[__name__], "DOCS", str(tmp_path))
+    (tmp_path / "alone.md").write_text("# x\n\n```python\nprint(pytest)\n```\n", encoding="utf-8")
+    with pytest.raises(pytest.fail.Exception, match="NameError: name 'pytest' is not defined"):
+        run_page("alone.md", work)
+
+
+def test_page_script_keeps_page_lines_and_runs_cli_lines():
+    text = ("# t\n```python\na = 1\n```\n```python no-run\nb = 2\n```\n```bash\npip install x\n"
+            "paddlex_seg export --model_dir m \\\n  --save_dir s  # note\npaddlex_seg compress --model_dir m\n```\n")
+    script, blocks = page_script(text)
+    lines = script.splitlines()
+    assert [b.line for b in blocks] == [3, 9]
+    assert lines[0].startswith("import _docs_prelude") and lines[2] == "a = 1" and "b = 2" not in script
+    assert lines[9] == ("assert __import__('paddlex_seg.cli').cli.main(['export', '--model_dir', 'm', "
+                        "'--save_dir', 's']) == 0, '`paddlex_seg export --model_dir m --save_dir s` failed (stderr above)'")
+    quoted = page_script("# t\n```bash\npaddlex_seg export --fixed_input_shape=[2,2] --save_dir 'a b'\n```\n")[0]
+    compile(quoted, "quoted", "exec")  # shell quoting inside the message stays valid python
+    assert lines[10] == "__import__('paddlex_seg.cli').cli.build_parser().parse_args(['compress', '--model_dir', 'm'])"
 
 
 # --- links ----------------------------------------------------------------------------
@@ -336,24 +457,3 @@ def _cli_commands(text):
             if line.startswith("paddlex_seg "):
                 commands.append(shlex.split(line)[1:])
     return commands
-
-
-def test_cli_page_commands_run(isolated_docs_run, capsys):
-    """The page's python blocks make its data; then each command line runs, in order.
-
-    ``compress`` lines are only parsed: the whole pipeline is too slow for this file
-    (tests/slim/test_compress.py runs it); so are ``serve`` lines, which serve until
-    stopped (tests/deploy/test_serve.py runs the server)."""
-    from paddlex_seg.cli import build_parser, main
-    run_page("cli.md")
-    commands = _cli_commands(read(os.path.join(DOCS, "cli.md")))
-    assert len(commands) >= 6
-    for argv in commands:
-        if "--help" in argv:
-            continue
-        if argv[0] in ("compress", "serve"):  # serve would not return
-            build_parser().parse_args(argv)
-            continue
-        status = main(argv)
-        assert status == 0, f"docs/cli.md: `paddlex_seg {shlex.join(argv)}` exited with {status}: " \
-                            f"{capsys.readouterr().err[-2000:]}"

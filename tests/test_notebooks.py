@@ -151,7 +151,9 @@ def test_deployment(tmp_path, kernel_env):
     nb = execute("deployment.ipynb", tmp_path, dict(
         SMALL_DATA, IMAGE_SIZE=64, EPOCHS=1, REPEATS=3), budget=120)
     work = tmp_path / "work"
-    for name in ("model.pdmodel", "model.pdiparams", "model.yml"):
+    from paddlex_seg.compat import program_file
+    assert program_file(str(work / "inference_model" / "model")), "no exported program"
+    for name in ("model.pdiparams", "model.yml"):
         assert (work / "inference_model" / name).is_file()
     assert (work / "onnx_model" / "model.onnx").is_file()
     text = printed(nb)

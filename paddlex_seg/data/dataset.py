@@ -415,18 +415,41 @@ def read_image(path):
     return image
 
 
-def read_input_image(image):
-    """An image for prediction: a path (read as BGR) or an HWC BGR array (grayscale HW
-    arrays are expanded to 3 channels). Shared by ``predict`` and the deploy Predictor."""
+_DTYPE_KINDS = {"b": "booleans", "c": "complex numbers", "O": "Python objects", "U": "text",
+                "S": "bytes", "M": "dates", "m": "time spans", "V": "raw records"}
+
+
+def read_input_image(image, name="img_file"):
+    """An image for prediction: a path (read as BGR) or an HWC BGR array (grayscale HW or
+    HW1 arrays are expanded to 3 channels). Shared by ``predict`` and the deploy Predictor.
+
+    Arrays must hold real numbers: uint8, uint16 and float32 pass as they are, other integer
+    and float types become float32. ``name`` is the argument named in errors."""
     if isinstance(image, np.ndarray):
+        kind = image.dtype.kind
+        if kind not in "uif":
+            raise ValueError(f"{name}: an image array must hold real numbers (uint8 BGR, or another "
+                             f"integer or float type), got dtype {image.dtype} "
+                             f"({_DTYPE_KINDS.get(kind, 'not numbers')})")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
         if image.ndim == 2:
             image = np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim != 3 or image.shape[2] != 3:
-            raise ValueError(f"an image array must be HWC with 3 channels (BGR), got shape {image.shape}")
+            hint = (" (BGRA? drop the alpha channel: image[:, :, :3])"
+                    if image.ndim == 3 and image.shape[2] == 4 else "")
+            raise ValueError(f"{name}: an image array must be HWC with 3 channels (BGR) or HW "
+                             f"grayscale, got shape {image.shape}{hint}")
+        if image.shape[0] == 0 or image.shape[1] == 0:
+            raise ValueError(f"{name}: the image array is empty, shape {image.shape}")
+        if kind == "f" and not np.isfinite(image).all():
+            raise ValueError(f"{name}: the image array holds NaN or infinite values")
+        if image.dtype not in (np.uint8, np.uint16, np.float32):
+            image = image.astype(np.float32)  # what OpenCV's colour conversions take
         return image
     if isinstance(image, (str, os.PathLike)):
         return read_image(os.fspath(image))
-    raise ValueError(f"img_file entries must be paths or numpy arrays, got {type(image).__name__}")
+    raise ValueError(f"{name} must be a path or a numpy array, got {type(image).__name__}")
 
 
 def read_label(path):
@@ -542,10 +565,19 @@ def _read_lines(path):
 
 
 def _read_label_list(path):
-    labels = [line for _, line in _read_lines(path) if line]
-    if not labels:
+    numbered = [(number, line) for number, line in _read_lines(path) if line]
+    if not numbered:
         raise SegDataError(f'label list {path} names no class')
-    return labels
+    lines_of = {}
+    for number, name in numbered:
+        lines_of.setdefault(name, []).append(number)
+    repeated = [(name, numbers) for name, numbers in lines_of.items() if len(numbers) > 1]
+    if repeated:
+        details = '; '.join(f'{name!r} on lines {", ".join(map(str, numbers))}'
+                            for name, numbers in repeated)
+        raise SegDataError(f'label list {path} names a class more than once: {details}; '
+                           f'each class id needs its own name')
+    return [name for _, name in numbered]
 
 
 def _read_file_list(path, data_dir):

@@ -159,7 +159,7 @@ class Predictor:
                     "again") from None
             logger.info("Predictor: %s %s", self.backend, self.precision)
             return
-        config = paddle_infer.Config(model_file, params_file)
+        config = compat.configure_inference(paddle_infer.Config(model_file, params_file), model_file)
         if use_mkl and not use_gpu and model_file.endswith(".json"):
             # Paddle 3.3's oneDNN kernels fail on new-IR programs with bilinear
             # interpolation (every network here): "ConvertPirAttribute2RuntimeAttribute
@@ -186,6 +186,7 @@ class Predictor:
                     config.enable_mkldnn_int8(set(export.get("onednn_int8_op_types") or ()))
                 config.set_cpu_math_library_num_threads(int(mkl_thread_num))
             else:
+                compat.disable_onednn(config)
                 config.set_cpu_math_library_num_threads(int(cpu_thread_num))
         if not use_glog:
             config.disable_glog_info()
@@ -240,7 +241,8 @@ class Predictor:
         images = [img_file] if single else list(img_file)
         if not images:
             raise ValueError("img_file is an empty list")
-        images = [read_input_image(image) for image in images]
+        images = [read_input_image(image, "img_file" if single else f"img_file[{i}]")
+                  for i, image in enumerate(images)]
 
         for _ in range(warmup_iters):
             self._run(images, transforms, aug)

@@ -218,6 +218,18 @@ def test_empty_list_and_empty_label_list(tmp_path):
         SegDataset(data_dir, 'list.txt', labels)
 
 
+def test_label_list_naming_a_class_twice_is_refused(tmp_path):
+    data_dir = small_set(tmp_path)
+    labels = write(tmp_path / 'd' / 'labels.txt', 'background\nroad\ncar\nroad\ncar\ncar\n')
+    with pytest.raises(SegDataError) as error:
+        SegDataset(data_dir, 'list.txt', labels)
+    assert str(error.value).startswith(f'label list {labels} names a class more than once: '
+                                       f"'road' on lines 2, 4; 'car' on lines 3, 5, 6")
+    # Names differing only in case or inner spaces are different names.
+    fine = write(tmp_path / 'd' / 'fine.txt', 'background\nRoad\nroad\nroad side\n')
+    assert SegDataset(data_dir, 'list.txt', fine).labels == ['background', 'Road', 'road', 'road side']
+
+
 def test_argument_validation(synth):
     with pytest.raises(SegDataError, match='transforms must be callable'):
         SegDataset(synth.root, synth.train_list, transforms=[1, 2])

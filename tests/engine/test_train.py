@@ -315,6 +315,36 @@ def test_resume_from_a_plain_saved_model_is_refused(data, tmp_path):
         train(data["tiny"], tmp_path / "out", resume_checkpoint=str(tmp_path / "plain"))
 
 
+def test_resume_with_pretrain_weights_given_is_refused_default_is_not(data, tmp_path):
+    """PaddleX resumes with pretrain_weights=None; passing weights as well is an error,
+    even the default's own name, while leaving the argument out resumes."""
+    first = tmp_path / "first"
+    train(data["tiny"], first)
+    resume = str(first / "epoch_1")
+    for weights in ("CITYSCAPES", str(first / "best_model" / "model.pdparams")):
+        with pytest.raises(ValueError) as error:
+            train(data["tiny"], tmp_path / "again", num_epochs=2, pretrain_weights=weights,
+                  resume_checkpoint=resume)
+        assert str(error.value).startswith(
+            f"train() got both pretrain_weights={weights!r} and resume_checkpoint={resume!r}: ")
+        assert "pass pretrain_weights=None to resume" in str(error.value)
+        assert not (tmp_path / "again").exists()
+    train_ds, eval_ds = datasets(data["tiny"])
+    model = seg.FastSCNN(num_classes=3)
+    state = model.train(num_epochs=2, train_dataset=train_ds, eval_dataset=eval_ds, train_batch_size=2,
+                        save_dir=str(tmp_path / "resumed"), use_vdl=False, resume_checkpoint=resume)
+    assert state.epoch == 2 and (tmp_path / "resumed" / "epoch_2").is_dir()
+
+
+def test_cli_resume_needs_no_pretrain_weights_option():
+    from paddlex_seg.cli import _DEFAULT_WEIGHTS, build_parser
+    common = ["train", "--model", "UNet", "--dataset_dir", "d", "--train_list", "t.txt",
+              "--num_epochs", "2", "--resume_checkpoint", "out/epoch_1"]
+    assert build_parser().parse_args(common).pretrain_weights is _DEFAULT_WEIGHTS
+    given = build_parser().parse_args(common + ["--pretrain_weights", "CITYSCAPES"]).pretrain_weights
+    assert given == "CITYSCAPES" and given is not _DEFAULT_WEIGHTS
+
+
 # === Divergence ===
 
 def test_nan_loss_stops_with_clear_error_and_keeps_checkpoints(data, tmp_path, log):

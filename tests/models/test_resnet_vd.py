@@ -119,3 +119,27 @@ def test_optimizer_applies_the_multipliers():
     for param, old, grad, mult in zip((stem, last), before, grads, (mults[0], mults[3])):
         assert np.abs(grad).max() > 0
         np.testing.assert_allclose(old - param.numpy(), mult * grad, rtol=1e-4, atol=1e-7)
+
+
+def test_registry_default_stride_is_documented_and_deeplab_keeps_paddleseg_stride():
+    """The registry's ResNet50_vd() is undilated (stride 32) where PaddleSeg's defaults to 8:
+    a documented deviation. DeepLabV3P passes output_stride=8 itself, PaddleSeg's stride."""
+    import os
+    import paddlex_seg as seg
+    from paddlex_seg.models.backbones import get_backbone
+    assert backbone_output_strides(get_backbone("ResNet18_vd"))[-1] == 32
+    assert backbone_output_strides(get_backbone("ResNet18_vd", output_stride=8))[-1] == 8
+    model = seg.DeepLabV3P(num_classes=2, backbone="ResNet18_vd")
+    assert backbone_output_strides(model.net.backbone)[-1] == 8
+    doc = os.path.join(os.path.dirname(__file__), "..", "..", "docs", "backbones.md")
+    with open(doc, encoding="utf-8") as f:
+        text = " ".join(f.read().split())
+    assert ("**Default output stride of the ResNet_vd builders: 32, not PaddleSeg's 8.**" in text
+            and "get_backbone('ResNet50_vd', output_stride=8)" in text)
+    require_paddleseg()
+    from paddleseg.models.backbones import ResNet50_vd
+    theirs = ResNet50_vd()
+    theirs.eval()
+    with paddle.no_grad():
+        assert 64 // theirs(paddle.rand([1, 3, 64, 64]))[-1].shape[2] == 8  # the deviation is real
+    assert backbone_output_strides(get_backbone("ResNet50_vd"))[-1] == 32

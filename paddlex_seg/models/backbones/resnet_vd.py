@@ -221,6 +221,10 @@ def _check_arguments(layers, output_stride, multi_grid, lr_mult_list, in_channel
 
 
 # === Registered builders ===
+# Without output_stride these build the undilated network (output stride 32), like every
+# builder in the registry; PaddleSeg 2.8's ResNet*_vd() default to output_stride=8.
+# DeepLabV3P always passes its output_stride, so models do not depend on this default
+# (documented in docs/backbones.md).
 
 @register
 def ResNet18_vd(**kwargs):
