@@ -59,7 +59,7 @@ _SHAPE_TYPES = ('polygon', 'rectangle', 'circle', 'line', 'linestrip', 'point')
 
 
 def convert(source, input_dir=None, save_dir=None, annotation_file=None, label_list=None,
-            label_dir=None, overlap='error', empty='error', outside='error', line_width=3,
+            label_dir=None, image_dir=None, overlap='error', empty='error', outside='error', line_width=3,
             point_radius=2, val_value=0.0, test_value=0.0, seed=0):
     """Converts annotations into palette index PNGs, labels.txt and file lists.
 
@@ -72,6 +72,7 @@ def convert(source, input_dir=None, save_dir=None, annotation_file=None, label_l
             is an error. None derives the classes (see the module docstring).
         label_dir (str|None): VOC / mask label sub-folder (default 'SegmentationClass' /
             'Annotations').
+        image_dir (str|None): LabelMe only: another folder to look for the images in.
         overlap, empty, outside (str): policies, see the module docstring.
         line_width (int), point_radius (int): LabelMe line stroke width and point disc radius.
         val_value, test_value (float), seed (int): when val_value > 0, also split the result.
@@ -99,7 +100,7 @@ def convert(source, input_dir=None, save_dir=None, annotation_file=None, label_l
         raise SegDataError(f'save_dir must differ from input_dir ({input_dir}); inputs are never '
                            'overwritten')
     names = read_names(label_list) if label_list is not None else None
-    opts = dict(overlap=overlap, empty=empty, outside=outside, line_width=line_width,
+    opts = dict(image_dir=image_dir, overlap=overlap, empty=empty, outside=outside, line_width=line_width,
                 point_radius=point_radius)
     value_map = None
     if source == 'labelme':
@@ -220,7 +221,7 @@ def _labelme(input_dir, names, opts):
         names = [LABELME_BACKGROUND] + found
     samples = []
     for stem, path, doc in docs:
-        image, height, width = _labelme_image(doc, path, input_dir, stem)
+        image, height, width = _labelme_image(doc, path, input_dir, stem, opts)
         if not doc['shapes']:
             samples.append((stem, image, _empty(path, opts['empty'], height, width)))
             continue
@@ -235,12 +236,16 @@ def _labelme(input_dir, names, opts):
     return names, samples
 
 
-def _labelme_image(doc, path, input_dir, stem):
+def _labelme_image(doc, path, input_dir, stem, opts):
     """(image path or bytes, height, width) of a LabelMe file."""
     candidates = []
     if isinstance(doc.get('imagePath'), str) and doc['imagePath']:
         candidates.append(os.path.join(os.path.dirname(path), doc['imagePath'].replace('\\', '/')))
-    candidates += [os.path.join(input_dir, stem + ext) for ext in IMAGE_EXTS]
+    folders = [input_dir] + ([opts['image_dir']] if opts['image_dir'] else [])
+    if opts['image_dir'] and isinstance(doc.get('imagePath'), str) and doc['imagePath']:
+        candidates.append(os.path.join(opts['image_dir'],
+                                       os.path.basename(doc['imagePath'].replace('\\', '/'))))
+    candidates += [os.path.join(f, stem + ext) for f in folders for ext in IMAGE_EXTS]
     image = next((c for c in candidates if os.path.isfile(c)), None)
     if image is not None:
         height, width = _image_size(image)
