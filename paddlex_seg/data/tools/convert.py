@@ -11,9 +11,10 @@ Sources:
   ``imagePath`` (relative to the JSON), else a file of the same name in ``input_dir``, else the
   embedded ``imageData``. Shapes are drawn with OpenCV in pixel coordinates (rounded to
   integers): ``polygon`` filled, ``rectangle`` filled between its two corners (inclusive),
-  ``circle`` filled (centre, a point on the rim), ``line`` and ``linestrip`` as strokes
-  ``line_width`` pixels wide (default 3), ``point`` as a filled disc of radius ``point_radius``
-  (default 2). Classes: ``_background_`` is 0, then the label names in sorted order, or the
+  ``circle`` filled (centre, a point on the rim; the pixels within the rounded radius),
+  ``line`` and ``linestrip`` as 1-pixel lines widened by a ``line_width`` disc (default 3: a
+  horizontal line covers its row and the rows above and below), ``point`` as a filled disc of
+  radius ``point_radius`` (default 2: the pixels with dx² + dy² <= 4, 13 of them). Classes: ``_background_`` is 0, then the label names in sorted order, or the
   order of ``label_list``.
 * ``coco``: ``annotation_file`` is a COCO instances JSON, images in ``input_dir``. Polygons and
   RLE (compressed string counts, or uncompressed lists) are decoded with pycocotools.
@@ -311,7 +312,13 @@ def _draw_shape(shape, kind, height, width, path, desc, opts):
     elif kind == 'circle':
         cv2.circle(region, (int(ipts[0][0]), int(ipts[0][1])), int(round(radius)), 1, thickness=-1)
     elif kind in ('line', 'linestrip'):
-        cv2.polylines(region, [ipts.reshape(-1, 1, 2)], False, 1, thickness=opts['line_width'])
+        # A 1-pixel line widened by a line_width x line_width disc: an axis-aligned line is
+        # exactly line_width pixels wide (OpenCV's own thick lines come out wider).
+        cv2.polylines(region, [ipts.reshape(-1, 1, 2)], False, 1, thickness=1)
+        if opts['line_width'] > 1:
+            size = opts['line_width'] if opts['line_width'] % 2 else opts['line_width'] + 1
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
+            region = cv2.dilate(region, disc)
     else:
         cv2.circle(region, (int(ipts[0][0]), int(ipts[0][1])), opts['point_radius'], 1, thickness=-1)
     return region
