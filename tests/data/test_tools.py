@@ -561,6 +561,13 @@ def test_train_takes_class_weights_from_check_dataset(tmp_path):
                 save_dir=str(tmp_path / 'out'), use_vdl=False, class_weights=report.class_weights)
     assert model.loss.loss.weight == tuple(report.class_weights)
     assert (tmp_path / 'out' / 'epoch_1').is_dir()
+    dice = seg.UNet(num_classes=3, use_mixed_loss=[('DiceLoss', 1.0)])
+    with pytest.raises(ValueError, match='class_weights needs a CrossEntropyLoss'):
+        dice.train(num_epochs=1, train_dataset=ds, class_weights=[1, 1, 1], pretrain_weights=None)
+    mixed = seg.UNet(num_classes=3, use_mixed_loss=True)
+    mixed.train(num_epochs=1, train_dataset=ds, train_batch_size=3, pretrain_weights=None,
+                save_dir=str(tmp_path / 'mixed'), use_vdl=False, class_weights=[0.5, 1, 2])
+    assert mixed.loss.loss.losses[0].weight == (0.5, 1.0, 2.0)
 
 
 # === command line ===
@@ -605,3 +612,30 @@ def test_cli_check_dataset_exit_status_and_fix(messy, tmp_path, capsys):
     captured = capsys.readouterr()
     assert '(fixed)' in captured.out and '5 problem(s) will break training' in captured.err
     assert (tmp_path / 'f' / 'lab' / 'b.png').is_file() and (tmp_path / 'f' / 'list.txt').is_file()
+
+
+def test_cli_convert_coco_with_paddlex_option_names(tmp_path, capsys):
+    pics, ann, dog, _ = _coco_files(tmp_path)
+    out = tmp_path / 'c'
+    assert main(['convert', '--source', 'coco', '--pics', str(pics), '--annotations', str(ann),
+                 '--save_dir', str(out), '--val_value', '0.5']) == 0
+    assert '2 images, 3 classes (background, cat, dog)' in capsys.readouterr().out
+    assert len(_lines(out / 'train_list.txt')) == 1 and len(_lines(out / 'val_list.txt')) == 1
+    np.testing.assert_array_equal(_label(out / 'Annotations' / 'p1.png') == 2, dog.astype(bool))
+    assert main(['convert', '--source', 'coco', '--pics', str(pics), '--save_dir', str(out)]) == 1
+    assert 'source coco needs annotation_file' in capsys.readouterr().err
+
+
+def test_labelme_old_files_and_windows_image_paths(tmp_path):
+    src = tmp_path / 'lm'
+    _image(str(tmp_path / 'imgs' / 'w.jpg'))
+    os.makedirs(src)
+    with open(src / 'w.json', 'w') as f:  # shape_type null (LabelMe 3), a Windows imagePath
+        json.dump({'shapes': [{'label': 'a', 'shape_type': None, 'points': [[0, 0], [9, 0], [9, 9], [0, 9]]},
+                              {'label': 'a', 'shape_type': 'circle', 'points': [[35, 35], [30, 38]]}],
+                   'imagePath': '..\\imgs\\w.jpg', 'imageData': None}, f)
+    convert('labelme', str(src), str(tmp_path / 'out'), outside='clip')
+    lab = _label(tmp_path / 'out' / 'Annotations' / 'w.png')
+    assert int((lab[:10, :10] == 1).sum()) == 100 and lab[39, 35] == 1
+    with pytest.raises(SegDataError, match=r"shape 1 \(circle 'a'\) lies partly outside the 40x40 image"):
+        convert('labelme', str(src), str(tmp_path / 'strict'))

@@ -296,8 +296,8 @@ def _draw_shape(shape, kind, height, width, path, desc, opts):
     if kind == 'circle':
         radius = float(np.hypot(*(pts[1] - pts[0])))
         cx, cy = pts[0]
-        outside = np.array([cx - radius < -0.5 or cy - radius < -0.5 or
-                            cx + radius > width - 0.5 or cy + radius > height - 0.5])
+        outside = np.array([cx - radius < 0 or cy - radius < 0 or
+                            cx + radius > width or cy + radius > height])
     if outside.any() and opts['outside'] == 'error':
         raise SegDataError(f'{path}: {desc} lies partly outside the {width}x{height} image '
                            f'(points {pts.tolist()}); pass outside="clip" to keep the inside part')
