@@ -639,3 +639,28 @@ def test_labelme_old_files_and_windows_image_paths(tmp_path):
     assert int((lab[:10, :10] == 1).sum()) == 100 and lab[39, 35] == 1
     with pytest.raises(SegDataError, match=r"shape 1 \(circle 'a'\) lies partly outside the 40x40 image"):
         convert('labelme', str(src), str(tmp_path / 'strict'))
+
+
+def test_mask_source_keeps_ids_of_the_label_list_and_palette_indices(tmp_path):
+    root = tmp_path / 'masks'
+    ids = np.zeros((H, W), np.uint8)
+    ids[:10] = 2
+    ids[10:12] = 255
+    _image(str(root / 'JPEGImages' / 'e.jpg'))
+    _p_png(str(root / 'Annotations' / 'e.png'), ids)  # palette PNG, no class 1 in it
+    out = convert('mask', str(root), str(tmp_path / 'kept'), label_list=['bg', 'road', 'car'])
+    np.testing.assert_array_equal(_label(tmp_path / 'kept' / 'Annotations' / 'e.png'), ids)
+    assert out['labels'] == ['bg', 'road', 'car']
+    out = convert('mask', str(root), str(tmp_path / 'renumbered'))
+    assert out['value_map'] == {'0': 0, '2': 1, '255': 255} and out['labels'] == ['class_0', 'class_1']
+    renumbered = ids.copy()
+    renumbered[ids == 2] = 1
+    np.testing.assert_array_equal(_label(tmp_path / 'renumbered' / 'Annotations' / 'e.png'), renumbered)
+
+
+def test_labelme_rectangle_with_four_corners(tmp_path):
+    src = tmp_path / 'lm'
+    _labelme(str(src), 'r', [_shape('a', 'rectangle', [[3, 4], [9, 4], [9, 12], [3, 12]])])
+    convert('labelme', str(src), str(tmp_path / 'out'))
+    lab = _label(tmp_path / 'out' / 'Annotations' / 'r.png')
+    assert int(lab.sum()) == 7 * 9 and (lab[4:13, 3:10] == 1).all()

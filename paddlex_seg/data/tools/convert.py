@@ -24,9 +24,12 @@ Sources:
   palette PNG indices are the class ids, 255 (the border) stays 255. Classes: ``label_list``,
   else the 21 VOC names when no index exceeds 20.
 * ``mask``: ``input_dir`` holds ``JPEGImages/`` and ``Annotations/`` (``label_dir``) of
-  gray or colour masks. All masks are read first; gray masks with only 0 and 255 become 0/1,
-  other gray values and RGB colours are numbered in sorted order (0 / black first). The
-  mapping is returned as ``value_map``.
+  gray, palette or colour masks (palette PNGs count as gray: their indices). All masks are
+  read first; gray masks with only 0 and 255 become 0/1; gray values that are all below the
+  length of ``label_list`` (or 255) are kept as class ids; other gray values (255 apart,
+  which stays the ignore value) and RGB colours are numbered in sorted order (0 / black
+  first). The mapping is returned as
+  ``value_map``.
 
 Ambiguous input is an error naming the file and the shape: a label missing from
 ``label_list``, instances of different classes overlapping (``overlap='error'``; 'last' lets
@@ -290,7 +293,7 @@ def _draw_shape(shape, kind, height, width, path, desc, opts):
     if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) < need[kind] or not np.isfinite(pts).all():
         raise SegDataError(f'{path}: {desc} needs at least {need[kind]} [x, y] points, got '
                            f'{points!r}')
-    if kind in ('rectangle', 'circle', 'line') and len(pts) != 2:
+    if kind in ('circle', 'line') and len(pts) != 2:
         raise SegDataError(f'{path}: {desc} needs exactly 2 points, got {len(pts)}')
     outside = (pts[:, 0] < 0) | (pts[:, 0] > width) | (pts[:, 1] < 0) | (pts[:, 1] > height)
     if kind == 'circle':
@@ -306,9 +309,9 @@ def _draw_shape(shape, kind, height, width, path, desc, opts):
     if kind == 'polygon':
         cv2.fillPoly(region, [ipts.reshape(-1, 1, 2)], 1)
     elif kind == 'rectangle':
-        (x1, y1), (x2, y2) = ipts
-        cv2.rectangle(region, (int(min(x1, x2)), int(min(y1, y2))),
-                      (int(max(x1, x2)), int(max(y1, y2))), 1, thickness=-1)
+        # Two opposite corners (LabelMe), or all four (some other tools): their bounding box.
+        (x1, y1), (x2, y2) = ipts.min(axis=0), ipts.max(axis=0)
+        cv2.rectangle(region, (int(x1), int(y1)), (int(x2), int(y2)), 1, thickness=-1)
     elif kind == 'circle':
         cv2.circle(region, (int(ipts[0][0]), int(ipts[0][1])), int(round(radius)), 1, thickness=-1)
     elif kind in ('line', 'linestrip'):
@@ -449,8 +452,8 @@ def _mask(input_dir, label_dir, names):
     raw = []
     for stem, image_path, label_path in pairs:
         with Image.open(label_path) as image:
-            mode = image.mode
-            if mode in ('RGBA', 'LA', 'P'):
+            mode = image.mode  # 'P' (e.g. EISeg's pseudo-colour PNGs): the indices, as gray
+            if mode in ('RGBA', 'LA'):
                 image = image.convert('RGB' if mode != 'LA' else 'L')
             array = np.array(image)
         if array.ndim == 3:
@@ -469,15 +472,19 @@ def _mask(input_dir, label_dir, names):
         keys = values
         if set(values) <= {0, 255}:
             value_map = {0: 0, 255: 1}
-        else:
-            value_map = {v: i for i, v in enumerate(values)}
+        elif names is not None and all(v < len(names) or v == IGNORE for v in values):
+            value_map = {v: v for v in values}  # already class ids of the label list
+        else:  # 255 stays the ignore value
+            value_map = {v: i for i, v in enumerate(v for v in values if v != IGNORE)}
+            if IGNORE in values:
+                value_map[IGNORE] = IGNORE
     else:
         keys = sorted({tuple(c) for a in colour for c in np.unique(a.reshape(-1, 3), axis=0).tolist()})
         value_map = {k: i for i, k in enumerate(keys)}
     if len(value_map) > 255:
         raise SegDataError(f'masks in {label_dir} hold {len(value_map)} distinct values; too many '
                            'to be classes')
-    count = max(value_map.values()) + 1
+    count = max([i for i in value_map.values() if i != IGNORE] + [0]) + 1
     if names is None:
         names = ['background', 'foreground'] if gray and set(keys) <= {0, 255} else (
             [f'class_{i}' for i in range(count)])
