@@ -664,3 +664,20 @@ def test_labelme_rectangle_with_four_corners(tmp_path):
     convert('labelme', str(src), str(tmp_path / 'out'))
     lab = _label(tmp_path / 'out' / 'Annotations' / 'r.png')
     assert int(lab.sum()) == 7 * 9 and (lab[4:13, 3:10] == 1).all()
+
+
+def test_check_dataset_truncated_and_corrupt_labels_and_progress_bar(tmp_path, capsys):
+    root = tmp_path / 'd'
+    _image(str(root / 'a.jpg'), 8, 8)
+    _png(str(root / 'a.png'), np.zeros((8, 8), np.uint8))
+    data = (root / 'a.png').read_bytes()
+    (root / 'cut.png').write_bytes(data[:len(data) - 20])
+    (root / 'junk.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\x00' * 40 + b'IEND\xaeB`\x82')
+    (root / 'list.txt').write_text('a.jpg a.png\na.jpg cut.png\na.jpg junk.png\n')
+    report = check_dataset(str(root), 'list.txt', num_classes=2, save_dir=str(tmp_path / 'r'),
+                           plot=False)
+    assert [[p['code'] for p in f['problems']] for f in report.files] == [[], ['bad_label'], ['bad_label']]
+    assert 'cut.png' in report.files[1]['problems'][0]['message']
+    assert 'truncated' in report.files[1]['problems'][0]['message']
+    assert 'junk.png cannot be read' in report.files[2]['problems'][0]['message']
+    assert 'check_dataset: 100%' in capsys.readouterr().err and report.histogram == [64, 0]
