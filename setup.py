@@ -66,6 +66,8 @@ setup(
         # (pydantic 2: the request schemas; httpx: the client of docs/serving.md and benchmarks/serve.py.)
         "serve": ["fastapi>=0.110", "uvicorn>=0.29", "python-multipart>=0.0.9", "pydantic>=2",
                   "httpx>=0.27"],
+        # paddlex_seg convert --source coco (COCO polygons and RLE) and the data tools' tests.
+        "data": ["pycocotools>=2.0.7"],
         # Parity oracle and tests. paddleseg==2.8.0 itself goes in with --no-deps (README).
         "test": ["pytest>=7", "filelock", "prettytable", "wcwidth", "nbclient>=0.10", "nbformat>=5.9",
                  "ipykernel>=6.29", "httpx>=0.27", "schemathesis>=3.30"],

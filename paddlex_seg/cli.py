@@ -43,7 +43,9 @@ def build_parser():
         prog=PROG, description="paddlex_seg: train, evaluate, predict and export segmentation models.",
         epilog="PaddleX form: paddlex_seg --export_inference --model_dir=DIR --save_dir=DIR "
                "[--fixed_input_shape=[w,h]]")
-    commands = parser.add_subparsers(dest="command", metavar="{train,evaluate,predict,export,compress,serve}")
+    commands = parser.add_subparsers(
+        dest="command",
+        metavar="{train,evaluate,predict,export,compress,serve,split_dataset,convert,check_dataset}")
     commands.required = True
     _add_train(commands)
     _add_evaluate(commands)
@@ -51,6 +53,7 @@ def build_parser():
     _add_export(commands)
     _add_compress(commands)
     _add_serve(commands)
+    _add_data_tools(commands)
     return parser
 
 
@@ -60,6 +63,7 @@ def main(argv=None):
     if "--export_inference" in argv:  # PaddleX 2.x: paddlex --export_inference --model_dir ...
         argv.remove("--export_inference")
         argv = ["export"] + argv
+    argv = _paddlex_data_spelling(argv)
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
@@ -404,6 +408,127 @@ def _none_or_float(text):
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number or None, got {text!r}") from None
+
+
+# --- data tools: split_dataset, convert, check_dataset (paddlex_seg.data.tools) -------
+def _paddlex_data_spelling(argv):
+    """PaddleX 2.x: ``--split_dataset --format SEG ...`` and ``--data_conversion --source labelme
+    --to SEG --pics D --annotations D ...`` become the split_dataset / convert sub-commands."""
+    for flag, command in (("--split_dataset", "split_dataset"), ("--data_conversion", "convert")):
+        if flag in argv:
+            argv = [command] + [a for a in argv if a != flag]
+    return argv
+
+
+def _add_data_tools(commands):
+    p = commands.add_parser(
+        "split_dataset", help="write train/val/test file lists of a JPEGImages/ + Annotations/ folder",
+        description="Match JPEGImages/<name>.* with Annotations/<name>.png and write "
+                    "train_list.txt, val_list.txt, test_list.txt (with --test_value) and labels.txt "
+                    "(an existing one is kept) in --dataset_dir (paddlex_seg.data.tools.split_dataset).")
+    p.add_argument("--dataset_dir", required=True)
+    p.add_argument("--val_value", type=float, default=0.2, help="fraction for validation")
+    p.add_argument("--test_value", type=float, default=0.0, help="fraction for testing")
+    p.add_argument("--seed", type=int, default=0, help="shuffling seed (same seed, same lists)")
+    p.add_argument("--format", default="SEG", help="PaddleX spelling; only SEG")
+    p.set_defaults(func=_split_dataset)
+
+    p = commands.add_parser(
+        "convert", help="LabelMe / COCO / VOC / mask annotations to palette PNGs and file lists",
+        description="Convert annotations to a PaddleX SEG data set: JPEGImages/, Annotations/*.png "
+                    "(class ids), labels.txt, file_list.txt (paddlex_seg.data.tools.convert).")
+    p.add_argument("--source", required=True, choices=("labelme", "coco", "voc", "mask"))
+    p.add_argument("--input_dir", default=None,
+                   help="labelme: JSON folder; coco: image folder; voc/mask: data set root")
+    p.add_argument("--annotation_file", default=None, help="coco: the instances JSON")
+    p.add_argument("--save_dir", required=True)
+    p.add_argument("--label_list", default=None, help="class names, class 0 first (unknown names fail)")
+    p.add_argument("--label_dir", default=None, help="voc/mask: label sub-folder")
+    p.add_argument("--overlap", default="error", choices=("error", "last", "first"))
+    p.add_argument("--empty", default="error", choices=("error", "background", "skip"))
+    p.add_argument("--outside", default="error", choices=("error", "clip"))
+    p.add_argument("--line_width", type=int, default=3, help="labelme line/linestrip stroke width")
+    p.add_argument("--point_radius", type=int, default=2, help="labelme point disc radius")
+    p.add_argument("--val_value", type=float, default=0.0, help="also split: validation fraction")
+    p.add_argument("--test_value", type=float, default=0.0, help="also split: test fraction")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--to", default="SEG", help="PaddleX spelling; only SEG")
+    p.add_argument("--pics", default=None, help="PaddleX spelling: the image folder")
+    p.add_argument("--annotations", default=None,
+                   help="PaddleX spelling: the LabelMe JSON folder (or the COCO JSON file)")
+    p.set_defaults(func=_convert)
+
+    p = commands.add_parser(
+        "check_dataset", help="report what in a file list breaks training; class weights; --fix",
+        description="Per-file problems, class pixel histogram (table and PNG), class weights for "
+                    "train(class_weights=...), and --fix writing fixed copies into --save_dir "
+                    "(paddlex_seg.data.tools.check_dataset). Exit status 1 while problems remain.")
+    p.add_argument("--dataset_dir", required=True)
+    p.add_argument("--file_list", required=True)
+    p.add_argument("--label_list", default=None)
+    p.add_argument("--num_classes", type=int, default=None)
+    p.add_argument("--fix", action="store_true", help="write fixed labels and a new file list")
+    p.add_argument("--save_dir", default=None, help="default: DATASET_DIR/check_dataset")
+    p.add_argument("--method", default="median_frequency",
+                   choices=("median_frequency", "inverse_frequency"), help="class weights")
+    p.add_argument("--no_progress", action="store_true")
+    p.set_defaults(func=_check_dataset)
+
+
+def _only_seg(name, value):
+    if str(value).upper() != "SEG":
+        raise CommandError(f"--{name} {value}: paddlex_seg handles segmentation data only (SEG)")
+
+
+def _split_dataset(args):
+    from paddlex_seg.data.tools import split_dataset
+
+    _only_seg("format", args.format)
+    out = split_dataset(args.dataset_dir, args.val_value, args.test_value, args.seed)
+    print(f"{out['num_train']} train, {out['num_val']} val, {out['num_test']} test: "
+          + ", ".join(out[k] for k in ("train", "val", "test", "labels") if out[k]))
+
+
+def _convert(args):
+    from paddlex_seg.data.tools import convert
+
+    _only_seg("to", args.to)
+    input_dir, annotation_file, image_dir = args.input_dir, args.annotation_file, None
+    if args.source == "labelme":
+        input_dir = input_dir or args.annotations or args.pics
+        image_dir = args.pics if args.pics != input_dir else None
+    elif args.source == "coco":
+        input_dir = input_dir or args.pics
+        annotation_file = annotation_file or args.annotations
+    else:
+        input_dir = input_dir or args.pics
+    out = convert(args.source, input_dir, args.save_dir, annotation_file=annotation_file,
+                  label_list=args.label_list, label_dir=args.label_dir, image_dir=image_dir,
+                  overlap=args.overlap, empty=args.empty, outside=args.outside,
+                  line_width=args.line_width, point_radius=args.point_radius,
+                  val_value=args.val_value, test_value=args.test_value, seed=args.seed)
+    print(f"{out['num_images']} images, {len(out['labels'])} classes ({', '.join(out['labels'])}) "
+          f"-> {out['save_dir']}" + (f"; skipped {', '.join(out['skipped'])}" if out['skipped'] else ""))
+
+
+def _check_dataset(args):
+    from paddlex_seg.data.tools import check_dataset
+
+    report = check_dataset(args.dataset_dir, args.file_list, num_classes=args.num_classes,
+                           label_list=args.label_list, fix=args.fix, save_dir=args.save_dir,
+                           method=args.method, progress=not args.no_progress)
+    for index, problem in report.problems:
+        fixed = " (fixed)" if report.files[index]["fixed_label"] and problem["fixable"] else ""
+        print(f"line {report.files[index]['line']}: {problem['code']}: {problem['message']}{fixed}")
+    for note in report.notes:
+        print(f"note: {note}")
+    print(report.table())
+    print(f"class_weights: {report.class_weights}")
+    print(f"plot: {report.plot}; report: {report.report_json}"
+          + (f"; fixed file list: {report.fixed_file_list}" if report.fixed_file_list else ""))
+    if report.unfixed:
+        raise CommandError(f"{len(report.unfixed)} problem(s) will break training"
+                           + ("" if args.fix else " (some may be fixed with --fix)"))
 
 
 # --- argument types and helpers --------------------------------------------------------

@@ -108,7 +108,7 @@ class BaseSegmenter:
               optimizer=None, save_interval_epochs=1, log_interval_steps=2, save_dir="output",
               pretrain_weights=DEFAULT_PRETRAIN_WEIGHTS, learning_rate=0.01, lr_decay_power=0.9,
               early_stop=False, early_stop_patience=5, use_vdl=True, resume_checkpoint=None,
-              use_amp=False):
+              use_amp=False, class_weights=None):
         """Train the network (PaddleX 2.x ``train``).
 
         Args:
@@ -136,6 +136,10 @@ class BaseSegmenter:
             use_amp (bool): automatic mixed precision: fp16 with dynamic loss scaling on
                 GPU. On CPU, where Paddle 2.6's auto_cast has no effect, a warning is
                 logged and training runs in float32. An addition to PaddleX's API.
+            class_weights (list[float]|None): one weight >= 0 per class for the
+                cross-entropy terms of the loss (e.g. ``check_dataset(...).class_weights``);
+                kept by ``self.loss`` after training. None leaves the loss as built.
+                An addition to PaddleX's API.
         """
         _check_int("num_epochs", num_epochs, 1)
         _check_int("train_batch_size", train_batch_size, 1)
@@ -147,6 +151,8 @@ class BaseSegmenter:
         if not (isinstance(learning_rate, (int, float)) and learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}")
         self._check_dataset("train_dataset", train_dataset, need_labels=True)
+        if class_weights is not None:
+            self._set_class_weights(class_weights)
         if eval_dataset is not None:
             self._check_dataset("eval_dataset", eval_dataset, need_labels=True)
             if eval_dataset.transforms is None:
@@ -189,6 +195,22 @@ class BaseSegmenter:
             state = trainer.run()
         self.best_accuracy, self.best_model_epoch = state.best_accuracy, state.best_model_epoch
         return state
+
+    def _set_class_weights(self, class_weights):
+        from .models.losses import CrossEntropyLoss
+        weights = list(np.asarray(class_weights, dtype=float).ravel()) if isinstance(
+            class_weights, np.ndarray) else class_weights
+        if not isinstance(weights, (list, tuple)) or len(weights) != self.num_classes:
+            raise ValueError(f"class_weights must be a list of {self.num_classes} weights (one "
+                             f"per class), got {class_weights!r}")
+        ce_losses = [layer for layer in self.loss.sublayers(include_self=True)
+                     if isinstance(layer, CrossEntropyLoss)]
+        if not ce_losses:
+            raise ValueError(f"class_weights needs a CrossEntropyLoss in the loss, but "
+                             f"use_mixed_loss={self.use_mixed_loss!r} has none")
+        checked = CrossEntropyLoss(weight=list(weights)).weight  # validates the values
+        for layer in ce_losses:
+            layer.weight = checked
 
     def _check_dataset(self, name, dataset, need_labels):
         for attr in ("samples", "labels", "transforms", "num_workers"):
