@@ -75,10 +75,25 @@ def available_backends():
     return found
 
 
+_OPENVINO_CORE = []
+
+
+def openvino_core():
+    """The process's one ``openvino.Core``, kept alive for as long as the process.
+
+    With a Core per runner (even one kept alive beside its compiled model), OpenVINO
+    2026.4 corrupted Python's heap: after two runners made one after the other, a later
+    tuple allocation crashed with SIGSEGV (seen in the test suite on Paddle 3.3.1).
+    One Core per process, as OpenVINO advises, does not.
+    """
+    if not _OPENVINO_CORE:
+        _OPENVINO_CORE.append(import_backend("openvino").Core())
+    return _OPENVINO_CORE[0]
+
+
 def _cpu_has_bf16():
     try:
-        import openvino as ov
-        return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        return "BF16" in openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     except Exception:  # no OpenVINO, or a plugin without the property
         return False
 
@@ -162,8 +177,7 @@ def choose(model_dir, export, backend="auto", precision="auto", installed=None,
 # --- runners ----------------------------------------------------------------------------
 class OpenVINORunner:
     def __init__(self, model_dir, model_file, precision, threads):
-        ov = import_backend("openvino")
-        core = ov.Core()
+        self.core = core = openvino_core()
         path = os.path.join(model_dir, INT8_ONNX_FILE) if precision == "int8" else model_file
         config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}

@@ -86,6 +86,19 @@ def test_test_time_augmentation_runs_the_same_on_openvino(setup):
     np.testing.assert_allclose(openvino_result["score_map"], paddle_result["score_map"], atol=1e-4)
 
 
+@pytest.mark.skipif("openvino" not in INSTALLED, reason="openvino is not installed")
+def test_openvino_predictors_share_one_core_and_outlive_each_other(setup):
+    # A Core per Predictor, dropped with it, corrupted Python's heap on OpenVINO 2026.4:
+    # the suite crashed (SIGSEGV in tuple allocation) after check() made two OpenVINO
+    # Predictors in a row. One process-wide Core does not.
+    first = Predictor(setup["infer"], backend="openvino", precision="fp32", mkl_thread_num=2)
+    second = Predictor(setup["infer"], backend="openvino", precision="fp32", mkl_thread_num=2)
+    assert first._runner.core is second._runner.core is backends.openvino_core()
+    want = first.predict(setup["images"][0])["label_map"]
+    del first
+    np.testing.assert_array_equal(second.predict(setup["images"][0])["label_map"], want)
+
+
 @pytest.mark.parametrize("backend, extra", [("openvino", "openvino"), ("onnxruntime", "onnx")])
 def test_missing_backend_names_the_extra(setup, monkeypatch, backend, extra):
     real_import = importlib.import_module

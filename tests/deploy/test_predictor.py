@@ -127,7 +127,7 @@ def test_resize_and_padding_are_undone(exported):
 
 
 @pytest.mark.parametrize("bad, words", [
-    (12, "paths or numpy arrays"), (np.zeros((8, 8, 4), np.uint8), "3 channels"), ([], "empty"),
+    (12, "img_file must be a path or a numpy array, got int"), (np.zeros((8, 8, 4), np.uint8), "3 channels"), ([], "empty"),
     ("/no/such/image.png", "image.png"),
 ])
 def test_bad_images_are_clear_errors(predictor, bad, words):
