@@ -21,7 +21,7 @@ CLASSES = ["DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN"]
 METHODS = ["train", "evaluate", "predict"]
 COMPRESSION_METHODS = ["analyze_sensitivity", "prune", "quant_aware_train"]
 # Added to PaddleX's train, after all of its arguments.
-TRAIN_ADDITIONS = {"resume_checkpoint": None, "use_amp": False}
+TRAIN_ADDITIONS = {"resume_checkpoint": None, "use_amp": False, "class_weights": None}
 # Keyword arguments we add after the seed's, by method (test-time augmentation, issue #11).
 METHOD_ADDITIONS = {"train": TRAIN_ADDITIONS, "evaluate": {"aug": None}, "predict": {"aug": None}}
 
@@ -69,7 +69,10 @@ def our_signature(func):
 
 def typed(signature):
     """Compare defaults by type too: (0, 3) is not [0, 3], 1 is not 1.0 or True."""
-    return [(name, type(default).__name__, default) for name, default in signature]
+    # A str subclass (train's default pretrain_weights, which tells the default from the
+    # same name passed) is a str to the caller.
+    return [(name, "str" if isinstance(default, str) else type(default).__name__, default)
+            for name, default in signature]
 
 
 @needs_seed
