@@ -301,7 +301,7 @@ def _add_compress(commands):
     p = commands.add_parser(
         "compress", help="prune, fine-tune, quantize and export a saved model, with a report "
                          "(model.compress)",
-        description="Sensitivity -> prune -> fine-tune -> QAT -> export of a saved model, each "
+        description="Sensitivity -> prune -> fine-tune -> QAT and PTQ -> export of a saved model, each "
                     "stage in a sub-directory of --save_dir (a rerun skips complete stages and "
                     "resumes an interrupted one); writes report.md, report.json, sensitivity.png "
                     "and tradeoff.png (model.compress). Images go through the model's recorded "
@@ -315,6 +315,9 @@ def _add_compress(commands):
                    help="fraction of FLOPs to remove (0-1), or None to skip pruning (default 0.3)")
     p.add_argument("--no-quant", "--no_quant", dest="quant", action="store_false",
                    help="skip quantization-aware training")
+    p.add_argument("--no-ptq", "--no_ptq", dest="ptq", action="store_const", const=False, default=None,
+                   help="skip post-training int8 (run by default when the onnx extra is installed)")
+    p.add_argument("--ptq_batches", type=int, default=16, help="calibration images for PTQ")
     p.add_argument("--finetune_epochs", type=int, default=10)
     p.add_argument("--qat_epochs", type=int, default=2)
     p.add_argument("--save_dir", default="output/compress")
@@ -358,7 +361,8 @@ def _compress(args):
         eval_batch_size=args.eval_batch_size, finetune_learning_rate=args.finetune_learning_rate,
         qat_learning_rate=args.qat_learning_rate, fixed_input_shape=args.fixed_input_shape,
         latency_threads=args.latency_threads, latency_warmup=args.latency_warmup,
-        latency_repeats=args.latency_repeats, keep_checkpoints=args.keep_checkpoints)
+        latency_repeats=args.latency_repeats, keep_checkpoints=args.keep_checkpoints,
+        ptq=args.ptq, ptq_batches=args.ptq_batches)
     print(f"Report: {os.path.join(report['save_dir'], report['files']['report_md'])}")
 
 

@@ -21,6 +21,8 @@ from .engine.train import TrainConfig, Trainer, default_optimizer
 from .log import logger
 from .models.backbones.registry import check_backbone_name
 from .models.losses import MultiLogitLoss, build_loss
+from .utils.checks import check_bool as _check_bool, check_choice as _check_choice
+from .utils.checks import check_int as _check_int
 
 # The file analyze_sensitivity writes and prune reads (PaddleX's name).
 SENSITIVITIES_FILE = "model.sensi.data"
@@ -31,7 +33,6 @@ PRUNE_INPUT_SHAPE = [1, 3, 256, 256]
 SENSITIVITY_RATIOS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
-
 class _DefaultWeights(str):
     """``train``'s default ``pretrain_weights``: tells the default from a value passed."""
 
@@ -40,22 +41,6 @@ class _DefaultWeights(str):
 DEFAULT_PRETRAIN_WEIGHTS = _DefaultWeights("CITYSCAPES")
 
 __all__ = ["BaseSegmenter", "DeepLabV3P", "BiSeNetV2", "UNet", "HRNet", "FastSCNN", "load_model"]
-
-
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-
-
-def _check_bool(name, value):
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be True or False, got {value!r}")
-
-
-def _check_choice(name, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{name}={value!r} is not supported; allowed values: "
-                         f"{', '.join(map(repr, allowed))}")
 
 
 class BaseSegmenter:
@@ -422,13 +407,15 @@ class BaseSegmenter:
                  eval_batch_size=1, finetune_learning_rate=0.01, qat_learning_rate=0.0001,
                  lr_decay_power=0.9, quant_config=None, num_workers=None, fixed_input_shape=None,
                  latency_threads=2, latency_warmup=3, latency_repeats=20, log_interval_steps=10,
-                 use_vdl=False, keep_checkpoints=False):
-        """Sensitivity → prune → fine-tune → QAT → export in one call, with a report.
+                 use_vdl=False, keep_checkpoints=False, ptq=None, ptq_batches=16):
+        """Sensitivity → prune → fine-tune → QAT and PTQ → export in one call, with a report.
 
         Each stage runs the method that does it alone (``analyze_sensitivity``,
-        ``prune``, ``train``, ``quant_aware_train``, ``export``) in its own sub-directory
-        of ``save_dir`` (0_float, 1_sensitivity, 2_pruned, 3_quant), each with
-        ``model/`` and ``export/``. A stage is complete once its ``complete.json`` is
+        ``prune``, ``train``, ``quant_aware_train``, ``quantize``, ``export``) in its own
+        sub-directory of ``save_dir`` (0_float, 1_sensitivity, 2_pruned, 3_quant, 4_ptq),
+        each with ``export/`` (and ``model/`` but for PTQ). PTQ, post-training int8 of the
+        same model QAT starts from, is the cheaper alternative to QAT; the report compares
+        the two. A stage is complete once its ``complete.json`` is
         written (last, atomically); a rerun skips complete stages, and a fine-tune or
         QAT that was killed resumes from its last ``epoch_N`` checkpoint. This model
         is not changed. Details: ``paddlex_seg.slim.compress`` and docs/compression.md.
@@ -461,6 +448,10 @@ class BaseSegmenter:
             use_vdl (bool): VisualDL logs of fine-tuning and QAT. Default False.
             keep_checkpoints (bool): keep the ``train/`` checkpoints of a stage once it is
                 complete (they serve to resume it). Default False.
+            ptq (bool|None): post-training int8 (``quantize``) of the pruned (or float)
+                model, run on OpenVINO or ONNX Runtime; None: when the ``onnx`` extra is
+                installed. Default None.
+            ptq_batches (int): calibration images of ``train_dataset`` for PTQ. Default 16.
 
         Returns:
             dict: what ``report.json`` holds: 'stages' (one dict per stage: stage,
@@ -477,7 +468,8 @@ class BaseSegmenter:
             lr_decay_power=lr_decay_power, quant_config=quant_config, num_workers=num_workers,
             fixed_input_shape=fixed_input_shape, latency_threads=latency_threads,
             latency_warmup=latency_warmup, latency_repeats=latency_repeats,
-            log_interval_steps=log_interval_steps, use_vdl=use_vdl, keep_checkpoints=keep_checkpoints)
+            log_interval_steps=log_interval_steps, use_vdl=use_vdl, keep_checkpoints=keep_checkpoints,
+            ptq=ptq, ptq_batches=ptq_batches)
 
     # === Saving ===
     def model_info(self):

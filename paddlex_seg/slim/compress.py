@@ -9,12 +9,16 @@ it, and writes a report that compares them::
       1_sensitivity/    model.sensi.data (model.analyze_sensitivity)
       2_pruned/         pruning.json, train/ (fine-tuning checkpoints), model/, export/
       3_quant/          train/ (QAT checkpoints), model/, export/ (int8)
+      4_ptq/            export/ (float export + model.int8.onnx)
       report.md  report.json  sensitivity.png  tradeoff.png
 
 Stages: float (evaluate + export) → sensitivity (``analyze_sensitivity``) → pruned
 (``prune``, then fine-tuning with ``train``) → quant (``quant_aware_train``) of the
-pruned model; ``pruned_flops=None`` leaves out the two pruning stages, ``quant=False``
-the last one. Each stage starts from the previous stage's ``model/`` (read with
+pruned model → ptq (``model.quantize``: post-training int8 of the same pruned model, no
+retraining, calibrated on training images; the cheaper alternative to QAT, run by
+OpenVINO or ONNX Runtime). ``pruned_flops=None`` leaves out the two pruning stages,
+``quant=False`` QAT, ``ptq=False`` PTQ (by default PTQ runs when the ``onnx`` extra is
+installed). Each stage starts from the previous stage's ``model/`` (read with
 ``load_model``); the model passed in is not changed.
 
 Resuming
@@ -31,12 +35,16 @@ Report
     Per stage: mIoU of the in-process model (``model.evaluate``) and of its export
     (the Predictor's label maps at each val image's own size: what is deployed),
     parameters, FLOPs (``paddle.flops`` at the input the first val image becomes after
-    the eval transforms), exported size on disk (model.pdmodel + model.pdiparams) and
-    CPU latency through ``paddle.inference`` (``paddlex_seg.deploy.Predictor``, oneDNN;
-    int8 kernels for the quantized export): the same image and thread count for every
-    stage, the exports taking turns run by run, the median of ``latency_repeats`` runs
-    after ``latency_warmup`` runs. Latency is measured again on every call (it depends
-    on the machine's load at the time); everything else comes from the stage markers.
+    the eval transforms), exported size on disk (model.pdmodel + model.pdiparams; the
+    int8 ONNX file for PTQ) and CPU latency through ``paddlex_seg.deploy.Predictor``:
+    Paddle Inference with oneDNN for the float, pruned and QAT exports (int8 kernels for
+    QAT), the fastest installed int8 runtime for PTQ (OpenVINO, else ONNX Runtime), which
+    is also timed in fp32 on the same export so that the int8 speed-up is read on one
+    runtime. The same image and thread count for every stage, the exports taking turns
+    run by run, the median of ``latency_repeats`` runs after ``latency_warmup`` runs.
+    Latency is measured again on every call (it depends on the machine's load at the
+    time); everything else comes from the stage markers. PTQ has no in-process model, so
+    its "mIoU" is that of its export.
 """
 import contextlib
 import copy
@@ -50,15 +58,16 @@ import tempfile
 import time
 
 import numpy as np
+import yaml
 
 from ..log import logger
-from ..segmenter import _check_bool, _check_int
+from ..utils.checks import check_bool as _check_bool, check_int as _check_int
 
 __all__ = ["compress", "STAGE_DIRS", "COMPLETE_FILE", "INPUTS_FILE"]
 
 # Sub-directory of save_dir of each stage, in pipeline order.
 STAGE_DIRS = {"float": "0_float", "sensitivity": "1_sensitivity", "pruned": "2_pruned",
-              "quant": "3_quant"}
+              "quant": "3_quant", "ptq": "4_ptq"}
 # A stage is complete when this file exists in its directory (written last, atomically).
 COMPLETE_FILE = "complete.json"
 # The fingerprint of a stage's inputs, written when the stage starts.
@@ -79,8 +88,8 @@ def compress(model, train_dataset, eval_dataset, pruned_flops=0.3, quant=True, f
              eval_batch_size=1, finetune_learning_rate=0.01, qat_learning_rate=0.0001,
              lr_decay_power=0.9, quant_config=None, num_workers=None, fixed_input_shape=None,
              latency_threads=2, latency_warmup=3, latency_repeats=20, log_interval_steps=10,
-             use_vdl=False, keep_checkpoints=False):
-    """Sensitivity → prune → fine-tune → QAT → export, with a report. See ``BaseSegmenter.compress``.
+             use_vdl=False, keep_checkpoints=False, ptq=None, ptq_batches=16):
+    """Sensitivity → prune → fine-tune → QAT / PTQ → export, with a report. See ``BaseSegmenter.compress``.
 
     Returns:
         dict: the content of ``report.json`` (see ``BaseSegmenter.compress``).
@@ -93,7 +102,8 @@ def compress(model, train_dataset, eval_dataset, pruned_flops=0.3, quant=True, f
         lr_decay_power=lr_decay_power, quant_config=quant_config, num_workers=num_workers,
         fixed_input_shape=fixed_input_shape, latency_threads=latency_threads,
         latency_warmup=latency_warmup, latency_repeats=latency_repeats,
-        log_interval_steps=log_interval_steps, use_vdl=use_vdl, keep_checkpoints=keep_checkpoints)
+        log_interval_steps=log_interval_steps, use_vdl=use_vdl, keep_checkpoints=keep_checkpoints,
+        ptq=ptq, ptq_batches=ptq_batches)
     train_dataset = _with_workers(train_dataset, settings["num_workers"])
     eval_dataset = _with_workers(eval_dataset, settings["num_workers"])
     pipeline = _Pipeline(model, train_dataset, eval_dataset, settings)
@@ -132,11 +142,20 @@ def _check_arguments(model, train_dataset, eval_dataset, **s):
         raise ValueError(f"pruned_flops must be a number with 0 < pruned_flops < 1, or None "
                          f"(no pruning), got {pruned_flops!r}")
     _check_bool("quant", s["quant"])
-    if pruned_flops is None and not s["quant"]:
-        raise ValueError("pruned_flops=None and quant=False leave nothing to do; give "
-                         "pruned_flops (e.g. 0.3) or quant=True")
+    if s["ptq"] is not None:
+        _check_bool("ptq", s["ptq"])
+    missing = _ptq_missing()
+    if s["ptq"] and missing:
+        raise ImportError(f"ptq=True: {missing}; install it or pass ptq=False")
+    if s["ptq"] is None:  # the default: PTQ when its runtimes are installed
+        if missing:
+            logger.info(f"compress: no PTQ stage ({missing})")
+        s["ptq"] = missing is None
+    if pruned_flops is None and not s["quant"] and not s["ptq"]:
+        raise ValueError("pruned_flops=None, quant=False and ptq=False leave nothing to do; give "
+                         "pruned_flops (e.g. 0.3), quant=True or ptq=True")
     for name in ("finetune_epochs", "qat_epochs", "train_batch_size", "eval_batch_size",
-                 "latency_threads", "latency_repeats", "log_interval_steps"):
+                 "latency_threads", "latency_repeats", "log_interval_steps", "ptq_batches"):
         _check_int(name, s[name], 1)
     _check_int("latency_warmup", s["latency_warmup"], 0)
     if s["train_batch_size"] > len(train_dataset):
@@ -166,6 +185,18 @@ def _check_arguments(model, train_dataset, eval_dataset, **s):
     for name in ("finetune_learning_rate", "qat_learning_rate", "lr_decay_power"):
         s[name] = float(s[name])
     return s
+
+
+def _ptq_missing():
+    """Why PTQ cannot run here (the packages of the ``onnx`` extra), or None."""
+    import importlib
+    for module in ("paddle2onnx", "onnx", "onnxruntime"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return (f"post-training quantization needs {module}, which is not installed: "
+                    "pip install \"paddlex_seg[onnx]\"")
+    return None
 
 
 def _with_workers(dataset, num_workers):
@@ -213,10 +244,14 @@ class _Pipeline:
         else:
             sensitivity = None
         if self.s["quant"]:
-            fingerprint = _digest([fingerprint, "quant", source, self.s["qat_epochs"],
-                                   self.s["qat_learning_rate"], self.s["quant_config"],
-                                   self._training_fingerprint()])
-            rows.append(self._stage("quant", fingerprint, lambda d: self._run_quant(d, source)))
+            quant_fingerprint = _digest([fingerprint, "quant", source, self.s["qat_epochs"],
+                                         self.s["qat_learning_rate"], self.s["quant_config"],
+                                         self._training_fingerprint()])
+            rows.append(self._stage("quant", quant_fingerprint, lambda d: self._run_quant(d, source)))
+        if self.s["ptq"]:
+            ptq_fingerprint = _digest([fingerprint, "ptq", source, self.s["ptq_batches"],
+                                       _dataset_fingerprint(self.train_dataset)])
+            rows.append(self._stage("ptq", ptq_fingerprint, lambda d: self._run_ptq(d, source)))
 
         self._measure_latency(rows)
         report = self._report(rows, sensitivity, time.perf_counter() - start)
@@ -228,6 +263,8 @@ class _Pipeline:
             names += ["sensitivity", "pruned"]
         if self.s["quant"]:
             names.append("quant")
+        if self.s["ptq"]:
+            names.append("ptq")
         return names
 
     def _dir(self, stage, *parts):
@@ -349,6 +386,38 @@ class _Pipeline:
                                  "change the count)")
         return result
 
+    def _run_ptq(self, folder, source):
+        """Post-training int8 of the source stage's model: ``model.quantize`` into export/."""
+        from ..deploy import Predictor
+        from ..deploy.backends import INT8_ONNX_FILE
+        model = self._load(source)
+        export_dir = model.quantize(self.train_dataset, os.path.join(folder, EXPORT_SUBDIR),
+                                    batch_nums=self.s["ptq_batches"],
+                                    fixed_input_shape=self.s["fixed_input_shape"])
+        threads = self.s["latency_threads"]
+        # The fastest installed int8 runtime (OpenVINO, else ONNX Runtime).
+        predictor = Predictor(export_dir, precision="int8", mkl_thread_num=threads,
+                              cpu_thread_num=threads)
+        with _quiet():
+            deployed = _predictor_miou(predictor, self.eval_dataset, model.num_classes)
+        source_result = _read_json(os.path.join(self._dir(source), COMPLETE_FILE))["result"]
+        with open(os.path.join(export_dir, "model.yml"), encoding="utf-8") as f:
+            images = (yaml.safe_load(f)["Export"].get("ptq") or {}).get("images")
+        result = {
+            "stage": "ptq", "status": "PTQ int8", "miou": float(deployed),
+            "miou_deployed": float(deployed), "params": source_result["params"],
+            "flops": source_result["flops"], "flops_input_shape": list(self.input_shape),
+            "export_bytes": int(os.path.getsize(os.path.join(export_dir, INT8_ONNX_FILE))),
+            "export_dir": os.path.relpath(export_dir, self.root),
+            "backend": predictor.backend, "precision": "int8", "quantized_from": source,
+            "calibration_images": images,
+            "flops_note": f"FLOPs of the {source} network it quantizes (int8 does not "
+                          "change the count)",
+        }
+        logger.info(f"Stage {STAGE_DIRS['ptq']}: exported mIoU {deployed:.4f} on {predictor.backend} "
+                    f"int8, {images} calibration images, export {result['export_bytes'] / 2**20:.2f} MB")
+        return result
+
     def _train_kwargs(self, train_dir, learning_rate, resume):
         return dict(train_dataset=self.train_dataset, eval_dataset=self.eval_dataset,
                     train_batch_size=self.s["train_batch_size"], save_interval_epochs=1,
@@ -392,7 +461,8 @@ class _Pipeline:
         export_dir = model.export(os.path.join(folder, EXPORT_SUBDIR),
                                   fixed_input_shape=self.s["fixed_input_shape"])
         miou = model.evaluate(self.eval_dataset, batch_size=self.s["eval_batch_size"])["miou"]
-        predictor = Predictor(export_dir, use_mkl=True, cpu_thread_num=self.s["latency_threads"],
+        predictor = Predictor(export_dir, backend="paddle", use_mkl=True,
+                              cpu_thread_num=self.s["latency_threads"],
                               mkl_thread_num=self.s["latency_threads"])
         with _quiet():
             deployed = _predictor_miou(predictor, self.eval_dataset, model.num_classes)
@@ -400,6 +470,7 @@ class _Pipeline:
             flops = count_flops(model.net, self.input_shape)
         result = {
             "stage": stage, "status": model.status, "miou": float(miou), "miou_deployed": float(deployed),
+            "backend": "paddle", "precision": "int8" if model.status == "Quantized" else "fp32",
             "params": int(sum(int(np.prod(p.shape)) for p in model.net.parameters())),
             "flops": int(flops), "flops_input_shape": list(self.input_shape),
             "export_bytes": _exported_bytes(export_dir),
@@ -420,11 +491,16 @@ class _Pipeline:
         image = read_image(self.eval_dataset.samples[0][0])
         logger.info(f"Latency: {len(rows)} exports, {threads} threads, median of {repeats} runs "
                     f"after {warmup} warm-up runs, on {self.eval_dataset.samples[0][0]}")
-        predictors = [Predictor(os.path.join(self.root, row["export_dir"]), use_mkl=True,
-                                cpu_thread_num=threads, mkl_thread_num=threads) for row in rows]
+        # Each stage on its runtime (row's backend / precision); PTQ's export also in fp32 on
+        # the same runtime, so that its int8 speed-up is read on one runtime.
+        runs = [(row, row["backend"], row["precision"]) for row in rows]
+        runs += [(row, row["backend"], "fp32") for row in rows if row["stage"] == "ptq"]
+        predictors = [Predictor(os.path.join(self.root, row["export_dir"]), backend=backend,
+                                precision=precision, use_mkl=True, cpu_thread_num=threads,
+                                mkl_thread_num=threads) for row, backend, precision in runs]
         transforms = [p.transforms or self.eval_dataset.transforms for p in predictors]
-        network = [[] for _ in rows]
-        total = [[] for _ in rows]
+        network = [[] for _ in runs]
+        total = [[] for _ in runs]
         with _quiet():
             for predictor, tf in zip(predictors, transforms):
                 predictor.predict(image, transforms=tf, warmup_iters=warmup, repeats=1)
@@ -435,9 +511,12 @@ class _Pipeline:
                     t = predictor.timings
                     network[i].append(t["inference"])
                     total[i].append(t["preprocess"] + t["inference"] + t["postprocess"])
-        for row, net_ms, total_ms in zip(rows, network, total):
-            row["latency_ms"] = float(statistics.median(net_ms))
-            row["latency_total_ms"] = float(statistics.median(total_ms))
+        for (row, _, precision), net_ms, total_ms in zip(runs, network, total):
+            if precision == row["precision"]:
+                row["latency_ms"] = float(statistics.median(net_ms))
+                row["latency_total_ms"] = float(statistics.median(total_ms))
+            else:
+                row["latency_fp32_ms"] = float(statistics.median(net_ms))
 
     # --- report ----------------------------------------------------------------------
     def _report(self, rows, sensitivity, seconds):
@@ -463,8 +542,8 @@ class _Pipeline:
                         "repeats": s["latency_repeats"], "statistic": "median",
                         "image": self.eval_dataset.samples[0][0],
                         "input_shape": list(self.input_shape),
-                        "backend": "paddle.inference, CPU, oneDNN (int8 kernels for the "
-                                   "quantized export)"},
+                        "backend": "per stage: paddle.inference with oneDNN (int8 kernels "
+                                   "for the QAT export); PTQ on its int8 runtime"},
             "skipped_stages": list(self.skipped),
             "resumed": dict(self.resumed),
             "files": {"report_md": REPORT_MD, "report_json": REPORT_JSON,
@@ -606,14 +685,15 @@ def _atomic_write(path, write):
 
 # === Table and pictures ===
 
-STAGE_LABELS = {"float": "float", "pruned": "pruned + fine-tuned", "quant": "QAT int8"}
+STAGE_LABELS = {"float": "float", "pruned": "pruned + fine-tuned", "quant": "QAT int8",
+                "ptq": "PTQ int8"}
 
 
 def format_table(rows):
     """The report's markdown table, one row per stage."""
     base = rows[0]
     head = ["stage", "mIoU", "mIoU exported", "parameters", "GFLOPs", "export (MB)",
-            "latency (ms)", "speed-up", "end to end (ms)"]
+            "latency (ms)", "speed-up", "end to end (ms)", "runtime"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         flops = f"{r['flops'] / 1e9:.3f}" + ("*" if r.get("flops_note") else "")
@@ -621,7 +701,8 @@ def format_table(rows):
             STAGE_LABELS.get(r["stage"], r["stage"]), f"{100 * r['miou']:.2f}",
             f"{100 * r['miou_deployed']:.2f}", f"{r['params']:,}", flops,
             f"{r['export_bytes'] / 2**20:.2f}", f"{r['latency_ms']:.1f}",
-            f"{base['latency_ms'] / r['latency_ms']:.2f}x", f"{r['latency_total_ms']:.1f}"]) + " |")
+            f"{base['latency_ms'] / r['latency_ms']:.2f}x", f"{r['latency_total_ms']:.1f}",
+            f"{r.get('backend', 'paddle')} {r.get('precision', 'fp32')}"]) + " |")
     return "\n".join(lines)
 
 
@@ -635,7 +716,8 @@ def _report_markdown(report, table):
                  f"1x3x{shape}" + ("; * = " + next(r["flops_note"] for r in report["stages"]
                                                     if r.get("flops_note"))
                                    if any(r.get("flops_note") for r in report["stages"]) else "")
-                 + ". Export: model.pdmodel + model.pdiparams. Latency: " + lat["backend"]
+                 + ". Export: model.pdmodel + model.pdiparams (PTQ: model.int8.onnx). Latency: "
+                 + lat["backend"]
                  + f", {lat['threads']} threads, the same {shape} input for every stage, median "
                  f"of {lat['repeats']} runs after {lat['warmup']} warm-up runs, the exports taking "
                  "turns; 'latency' is the network, 'end to end' adds pre- and postprocessing.")
@@ -650,6 +732,8 @@ def _report_markdown(report, table):
         if r["stage"] == "quant":
             notes.append(f"QAT of the {r['quantized_from']} model: {r['qat_epochs']} epochs "
                          f"(best epoch {r['best_epoch']}, lr {s['qat_learning_rate']})")
+        if r["stage"] == "ptq":
+            notes.append(_ptq_note(r, report["stages"]))
     if report["skipped_stages"]:
         notes.append("stages already complete in save_dir, not rerun: "
                      + ", ".join(report["skipped_stages"]))
@@ -661,6 +745,25 @@ def _report_markdown(report, table):
         lines += [f"![sensitivity]({SENSITIVITY_PNG})", ""]
     lines += [f"![tradeoff]({TRADEOFF_PNG})", ""]
     return "\n".join(lines)
+
+
+def _ptq_note(ptq, stages):
+    """PTQ against fp32 on its own runtime and against QAT and the model it quantizes."""
+    by_stage = {r["stage"]: r for r in stages}
+    source = by_stage.get(ptq["quantized_from"])
+    text = (f"PTQ of the {ptq['quantized_from']} model, no retraining ({ptq['calibration_images']} "
+            f"calibration images of the training set) on {ptq['backend']}")
+    if ptq.get("latency_fp32_ms"):
+        text += (f": {ptq['latency_ms']:.1f} ms in int8 against {ptq['latency_fp32_ms']:.1f} ms in "
+                 f"fp32 on {ptq['backend']} ({ptq['latency_fp32_ms'] / ptq['latency_ms']:.2f}x)")
+    if source:
+        text += (f"; exported mIoU {100 * ptq['miou_deployed']:.2f} against "
+                 f"{100 * source['miou_deployed']:.2f} for the {source['stage']} model in fp32")
+    qat = by_stage.get("quant")
+    if qat:
+        text += (f"; QAT int8: {100 * qat['miou_deployed']:.2f} after {qat['qat_epochs']} training "
+                 f"epochs, {qat['latency_ms']:.1f} ms on paddle")
+    return text
 
 
 def _figure(width, height):

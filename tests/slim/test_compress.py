@@ -6,6 +6,7 @@ whole file at about a minute on 2 cores.
 """
 import contextlib
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -33,7 +34,7 @@ SCRIPT = os.path.join(HERE, "compress_script.py")
 RATIOS = (0.2, 0.5)
 # Short stages: every argument the CLI run of the resume test must repeat.
 FAST = dict(pruned_flops=0.3, finetune_epochs=1, qat_epochs=1, train_batch_size=4,
-            latency_warmup=1, latency_repeats=3, num_workers=0, log_interval_steps=100)
+            latency_warmup=1, latency_repeats=3, num_workers=0, log_interval_steps=100, ptq_batches=4)
 
 
 @contextlib.contextmanager
@@ -123,24 +124,28 @@ def test_every_report_file_exists_and_agrees(data, compressed):
         assert (folder / name).is_file(), name
     for stage, sub in C.STAGE_DIRS.items():
         assert (folder / sub / C.COMPLETE_FILE).is_file() and (folder / sub / C.INPUTS_FILE).is_file()
-        if stage != "sensitivity":
+        if stage not in ("sensitivity", "ptq"):
             assert (folder / sub / "model" / "model.yml").is_file()
+        if stage != "sensitivity":
             assert (folder / sub / "export" / "model.pdmodel").is_file()
+    assert (folder / "4_ptq" / "export" / "model.int8.onnx").is_file()
     assert (folder / "1_sensitivity" / "model.sensi.data").is_file()
     assert not (folder / "2_pruned" / "train").exists()  # checkpoints go once a stage is complete
 
     assert json.loads((folder / "report.json").read_text()) == json.loads(json.dumps(report))
     stages = report["stages"]
-    assert [s["stage"] for s in stages] == ["float", "pruned", "quant"]
-    assert [s["status"] for s in stages] == ["Normal", "Pruned", "Quantized"]
+    assert [s["stage"] for s in stages] == ["float", "pruned", "quant", "ptq"]
+    assert [s["status"] for s in stages] == ["Normal", "Pruned", "Quantized", "PTQ int8"]
     assert report["skipped_stages"] == [] and report["resumed"] == {}
-    float_, pruned, quant = stages
+    float_, pruned, quant, ptq = stages
 
     # The printed table, the one in report.md and report.json say the same.
     md = (folder / "report.md").read_text()
     assert C.format_table(stages) in md and C.format_table(stages) in compressed["stdout"]
     rows = table_rows(md)
-    assert len(rows) == 3
+    assert len(rows) == 4
+    assert [cells[9] for cells in rows] == ["paddle fp32", "paddle fp32", "paddle int8",
+                                            f"{ptq['backend']} int8"]
     for cells, s in zip(rows, stages):
         assert float(cells[1]) == pytest.approx(100 * s["miou"], abs=0.006)
         assert float(cells[2]) == pytest.approx(100 * s["miou_deployed"], abs=0.006)
@@ -151,8 +156,8 @@ def test_every_report_file_exists_and_agrees(data, compressed):
         assert float(cells[8]) == pytest.approx(s["latency_total_ms"], abs=0.06)
         done = json.loads((folder / C.STAGE_DIRS[s["stage"]] / C.COMPLETE_FILE).read_text())["result"]
         assert {k: s[k] for k in done} == done  # report = marker + latency
-        files = [folder / s["export_dir"] / name for name in ("model.pdmodel", "model.pdiparams")]
-        assert s["export_bytes"] == sum(f.stat().st_size for f in files)
+        names = ["model.int8.onnx"] if s["stage"] == "ptq" else ["model.pdmodel", "model.pdiparams"]
+        assert s["export_bytes"] == sum((folder / s["export_dir"] / name).stat().st_size for name in names)
         assert 0 <= s["miou"] <= 1 and 0 <= s["miou_deployed"] <= 1
         assert s["latency_ms"] > 0 and s["latency_total_ms"] >= s["latency_ms"]
 
@@ -161,6 +166,13 @@ def test_every_report_file_exists_and_agrees(data, compressed):
     assert quant["flops"] == pruned["flops"] and quant["quantized_from"] == "pruned"
     # int8 weights: the quantized export is smaller than the float export of the same network.
     assert quant["export_bytes"] < pruned["export_bytes"] < float_["export_bytes"]
+    # PTQ: int8 of the pruned model, no retraining, on an int8 runtime, also timed in fp32 there.
+    assert ptq["quantized_from"] == "pruned" and ptq["flops"] == pruned["flops"]
+    assert ptq["backend"] in ("openvino", "onnxruntime") and ptq["calibration_images"] == 4
+    assert ptq["export_bytes"] < pruned["export_bytes"] and ptq["latency_fp32_ms"] > 0
+    assert ptq["miou"] == ptq["miou_deployed"]  # no in-process int8 model: its export's mIoU
+    assert f"PTQ of the pruned model, no retraining (4 calibration images" in md
+    assert f"{ptq['latency_fp32_ms']:.1f} ms in fp32 on {ptq['backend']}" in md
     # The saved stage model is the one measured.
     reloaded = seg.load_model(str(folder / pruned["model_dir"]))
     assert reloaded.status == "Pruned"
@@ -181,7 +193,7 @@ def test_rerun_skips_complete_stages(data, compressed):
     before = stage_files(folder)
     with collected_logs() as logs, contextlib.redirect_stdout(io.StringIO()):
         report = data["model"].compress(data["train_ds"], data["eval_ds"], save_dir=str(folder), **FAST)
-    assert report["skipped_stages"] == ["float", "sensitivity", "pruned", "quant"]
+    assert report["skipped_stages"] == ["float", "sensitivity", "pruned", "quant", "ptq"]
     for sub in C.STAGE_DIRS.values():
         assert f"Stage {sub} is complete ({C.COMPLETE_FILE} present); skipped" in logs
     assert not [line for line in logs if line.endswith(": started")]
@@ -220,7 +232,7 @@ def test_changed_qat_setting_redoes_qat_and_a_failed_qat_resumes(data, compresse
     monkeypatch.setattr(Trainer, "_save", real_save)
     with collected_logs() as logs, contextlib.redirect_stdout(io.StringIO()):
         report = data["model"].compress(data["train_ds"], data["eval_ds"], save_dir=str(folder), **settings)
-    assert report["skipped_stages"] == ["float", "sensitivity", "pruned"]
+    assert report["skipped_stages"] == ["float", "sensitivity", "pruned", "ptq"]  # PTQ does not hang on QAT
     assert report["resumed"] == {"quant": os.path.join("3_quant", "train", "epoch_1")}
     assert any(re.match(r"Resumed from .*3_quant.*epoch_1 at epoch 1,", line) for line in logs)
     quant = report["stages"][2]
@@ -290,7 +302,8 @@ def test_run_killed_during_finetune_resumes_there(data, compressed, tmp_path):
     ("qat_learning_rate", -1e-3), ("lr_decay_power", -1), ("latency_threads", 0),
     ("latency_warmup", -1), ("latency_repeats", 0), ("num_workers", -2),
     ("fixed_input_shape", [1, 2, 3]), ("save_dir", ""), ("quant_config", {"bogus": 1}),
-    ("keep_checkpoints", "no"), ("use_vdl", 1), ("log_interval_steps", 0),
+    ("keep_checkpoints", "no"), ("use_vdl", 1), ("log_interval_steps", 0), ("ptq", "yes"),
+    ("ptq_batches", 0),
 ])
 def test_bad_argument_is_named(data, tmp_path, name, value):
     kwargs = dict(FAST, save_dir=str(tmp_path / "out"))
@@ -302,8 +315,8 @@ def test_bad_argument_is_named(data, tmp_path, name, value):
 
 def test_nothing_to_do_and_wrong_inputs_are_refused(data, tmp_path):
     model, train_ds, eval_ds = data["model"], data["train_ds"], data["eval_ds"]
-    with pytest.raises(ValueError, match="pruned_flops=None and quant=False"):
-        model.compress(train_ds, eval_ds, pruned_flops=None, quant=False, save_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="pruned_flops=None, quant=False and ptq=False"):
+        model.compress(train_ds, eval_ds, pruned_flops=None, quant=False, ptq=False, save_dir=str(tmp_path))
     with pytest.raises(ValueError, match="train_dataset"):
         model.compress("data/train.txt", eval_ds, save_dir=str(tmp_path))
     with pytest.raises(ValueError, match="eval_dataset"):
@@ -312,6 +325,26 @@ def test_nothing_to_do_and_wrong_inputs_are_refused(data, tmp_path):
     quantized.status = "Quantized"
     with pytest.raises(ValueError, match="already quantized"):
         quantized.compress(train_ds, eval_ds, save_dir=str(tmp_path))
+
+
+def test_ptq_without_the_onnx_extra(data, tmp_path, monkeypatch):
+    real_import = importlib.import_module
+
+    def no_onnxruntime(name, *args):
+        if name.split(".")[0] == "onnxruntime":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(importlib, "import_module", no_onnxruntime)
+    model, train_ds, eval_ds = data["model"], data["train_ds"], data["eval_ds"]
+    with pytest.raises(ImportError, match=r'ptq=True: .*onnxruntime.*pip install "paddlex_seg\[onnx\]"'):
+        model.compress(train_ds, eval_ds, **dict(FAST, ptq=True, save_dir=str(tmp_path / "a")))
+    assert not (tmp_path / "a").exists()
+    # The default leaves PTQ out, says why, and the rest runs (here: nothing else to do).
+    with collected_logs() as logs, pytest.raises(ValueError, match="leave nothing to do"):
+        model.compress(train_ds, eval_ds, pruned_flops=None, quant=False, save_dir=str(tmp_path / "b"))
+    assert any(line.startswith("compress: no PTQ stage (post-training quantization needs onnxruntime")
+               for line in logs)
 
 
 def test_cli_reports_a_bad_argument(data, tmp_path, capsys):
