@@ -13,9 +13,11 @@ Backends and precisions (``BACKENDS``):
   (TensorRT where present).
 * ``openvino``: reads ``model.pdmodel`` directly. fp32, and bf16 through the CPU
   plugin's ``INFERENCE_PRECISION_HINT`` when the CPU reports BF16 (AVX-512 BF16 or
-  AMX); int8 runs the PTQ ONNX file (``model.int8.onnx``, quantize/dequantize pairs).
+  AMX); int8 runs the PTQ ONNX file made for it (``model.int8.openvino.onnx``: symmetric
+  int8 activations, which its CPU plugin runs fastest), else ``model.int8.onnx``.
 * ``onnxruntime``: ``model.onnx`` (written by ``export(..., onnx=True)``, or converted
-  on first use into the model directory and kept there); int8 runs ``model.int8.onnx``.
+  on first use into the model directory and kept there); int8 runs ``model.int8.onnx``
+  (uint8 activations, int8 weights: ONNX Runtime's fastest form on x86).
 
 ``choose(...)`` is what ``backend='auto'`` / ``precision='auto'`` do: among the choices
 installed here and supported by this CPU, the fastest whose recorded mIoU loss against
@@ -34,13 +36,15 @@ import numpy as np
 
 __all__ = ["BACKENDS", "PRECISIONS", "MAX_MIOU_LOSS", "FP32_PREFERENCE", "INSTALL_HINTS",
            "available_backends", "supported_precisions", "choose", "make_runner",
-           "import_backend", "BackendUnavailable", "INT8_ONNX_FILE"]
+           "import_backend", "BackendUnavailable", "INT8_ONNX_FILE", "OPENVINO_INT8_FILE",
+           "int8_file"]
 
 BACKENDS = ("paddle", "openvino", "onnxruntime")
 PRECISIONS = ("fp32", "bf16", "int8")
 MAX_MIOU_LOSS = 0.5       # mIoU points (0-100 scale) auto may give up against Paddle fp32
 FP32_PREFERENCE = ("openvino", "onnxruntime", "paddle")
-INT8_ONNX_FILE = "model.int8.onnx"
+INT8_ONNX_FILE = "model.int8.onnx"                  # PTQ for ONNX Runtime (and any runtime)
+OPENVINO_INT8_FILE = "model.int8.openvino.onnx"     # PTQ in the form OpenVINO runs fastest
 ONNX_FILE = "model.onnx"
 INSTALL_HINTS = {
     "paddle": 'pip install "paddlex_seg[cpu]"',
@@ -98,10 +102,19 @@ def _cpu_has_bf16():
         return False
 
 
+def int8_file(model_dir, backend):
+    """The PTQ file ``backend`` runs in int8, or None when there is none."""
+    names = ([OPENVINO_INT8_FILE] if backend == "openvino" else []) + [INT8_ONNX_FILE]
+    for name in names:
+        path = os.path.join(model_dir, name)
+        if os.path.isfile(path):
+            return path
+    return None
+
+
 def supported_precisions(backend, model_dir, export):
     """Precisions ``backend`` can run for this export on this CPU."""
     quantized = export.get("model_status") == "Quantized"
-    has_int8_onnx = os.path.isfile(os.path.join(model_dir, INT8_ONNX_FILE))
     if backend == "paddle":
         return ["int8"] if quantized else ["fp32"]
     if quantized:  # QAT programs run on Paddle Inference only (tested there)
@@ -111,7 +124,7 @@ def supported_precisions(backend, model_dir, export):
     precisions = ["fp32"]
     if backend == "openvino" and _cpu_has_bf16():
         precisions.append("bf16")
-    if has_int8_onnx:
+    if int8_file(model_dir, backend):
         precisions.append("int8")
     return precisions
 
@@ -178,7 +191,7 @@ def choose(model_dir, export, backend="auto", precision="auto", installed=None,
 class OpenVINORunner:
     def __init__(self, model_dir, model_file, precision, threads):
         self.core = core = openvino_core()
-        path = os.path.join(model_dir, INT8_ONNX_FILE) if precision == "int8" else model_file
+        path = int8_file(model_dir, "openvino") if precision == "int8" else model_file
         config = {"INFERENCE_NUM_THREADS": int(threads), "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32"}
         self.compiled = core.compile_model(core.read_model(path), "CPU", config)
@@ -186,7 +199,9 @@ class OpenVINORunner:
         self.outputs = list(self.compiled.outputs)
 
     def __call__(self, batch):
-        result = self.request.infer({0: batch})
+        # The batch is made afresh for each call, so OpenVINO may read it in place; the
+        # outputs are copied (the next call would overwrite them).
+        result = self.request.infer({0: np.ascontiguousarray(batch)}, share_inputs=True)
         label_map, score_map = [np.asarray(result[output]) for output in self.outputs][:2]
         if label_map.ndim == 3:  # OpenVINO's Paddle reader drops arg_max's keepdim
             label_map = label_map[:, None]
@@ -197,7 +212,7 @@ class ONNXRuntimeRunner:
     def __init__(self, model_dir, precision, threads):
         ort = import_backend("onnxruntime")
         if precision == "int8":
-            path = os.path.join(model_dir, INT8_ONNX_FILE)
+            path = int8_file(model_dir, "onnxruntime")
         else:
             path = os.path.join(model_dir, ONNX_FILE)
             if not os.path.isfile(path):  # convert once, keep it next to the program

@@ -491,7 +491,11 @@ def _move_into(work, save_dir):
     old_yml = os.path.join(save_dir, MODEL_YML)
     if os.path.exists(old_yml):
         os.remove(old_yml)  # the directory is incomplete until the new one lands
-    stale = [MODEL_PREFIX + suffix for suffix in compat.PROGRAM_SUFFIXES] + [ONNX_FILE]
+    # The int8 files of post-training quantization belong to the program they were made
+    # from: a new export drops them (model.quantize writes them again after exporting).
+    from .backends import INT8_ONNX_FILE, OPENVINO_INT8_FILE
+    stale = [MODEL_PREFIX + suffix for suffix in compat.PROGRAM_SUFFIXES] + [
+        ONNX_FILE, INT8_ONNX_FILE, OPENVINO_INT8_FILE]
     for name in stale:  # a program or ONNX file of an earlier export that this one lacks
         if name not in names and os.path.exists(os.path.join(save_dir, name)):
             os.remove(os.path.join(save_dir, name))

@@ -389,7 +389,7 @@ class _Pipeline:
     def _run_ptq(self, folder, source):
         """Post-training int8 of the source stage's model: ``model.quantize`` into export/."""
         from ..deploy import Predictor
-        from ..deploy.backends import INT8_ONNX_FILE
+        from ..deploy.backends import int8_file
         model = self._load(source)
         export_dir = model.quantize(self.train_dataset, os.path.join(folder, EXPORT_SUBDIR),
                                     batch_nums=self.s["ptq_batches"],
@@ -407,7 +407,7 @@ class _Pipeline:
             "stage": "ptq", "status": "PTQ int8", "miou": float(deployed),
             "miou_deployed": float(deployed), "params": source_result["params"],
             "flops": source_result["flops"], "flops_input_shape": list(self.input_shape),
-            "export_bytes": int(os.path.getsize(os.path.join(export_dir, INT8_ONNX_FILE))),
+            "export_bytes": int(os.path.getsize(int8_file(export_dir, predictor.backend))),
             "export_dir": os.path.relpath(export_dir, self.root),
             "backend": predictor.backend, "precision": "int8", "quantized_from": source,
             "calibration_images": images,

@@ -4,6 +4,7 @@ import os
 
 import cv2
 import numpy as np
+import paddle
 import pytest
 import yaml
 
@@ -36,6 +37,7 @@ def _make_dataset(root, count=4):
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("backends")
     dataset = _make_dataset(root / "data")
+    paddle.seed(0)  # the same untrained network in every run
     model = seg.UNet(num_classes=2)
     model.eval_transforms = T.Compose([T.Normalize()])
     infer = str(root / "infer")
@@ -182,11 +184,19 @@ def test_ptq_writes_an_int8_model_that_runs_and_agrees(setup):
         predictor = Predictor(infer, backend=backend, precision="int8", mkl_thread_num=2)
         results = [predictor.predict(image) for image in setup["images"]]
         agreement = _agreement(results, setup["reference"])
-        print(f"PTQ int8 on {backend}: label agreement with Paddle fp32 {agreement:.4f}")
-        # Untrained net: logits of both classes are close, so int8 rounding flips many
-        # pixels. Measured: onnxruntime 0.99+, openvino 0.70 (it runs the QDQ graph with
-        # its own int8 fusions); on a trained net see benchmarks/RESULTS.md.
-        assert agreement >= (0.95 if backend == "onnxruntime" else 0.6), (backend, agreement)
+        score_error = float(np.mean([np.abs(a["score_map"] - b["score_map"]).mean()
+                                     for a, b in zip(results, setup["reference"])]))
+        print(f"PTQ int8 on {backend}: label agreement with Paddle fp32 {agreement:.4f}, "
+              f"mean score error {score_error:.4f}")
+        # Untrained net: the logits of both classes are close, so int8 rounding flips many
+        # labels while the scores move little. Measured on random nets: onnxruntime agreement
+        # 0.97-1.0, score error 0.002-0.003; openvino (symmetric int8 activations, its own
+        # fusions) agreement 0.48-0.86, score error 0.03-0.09. A broken quantization (wrong
+        # scales) gives score errors of 0.25 and more. Trained nets: benchmarks/RESULTS.md.
+        if backend == "onnxruntime":
+            assert agreement >= 0.95 and score_error <= 0.01, (backend, agreement, score_error)
+        else:
+            assert score_error <= 0.15, (backend, agreement, score_error)
 
     figures = check(infer, setup["dataset"], repeats=1)
     assert figures["paddle/fp32"]["miou_loss"] == 0.0 and figures["paddle/fp32"]["agreement"] == 1.0
@@ -200,6 +210,39 @@ def test_ptq_writes_an_int8_model_that_runs_and_agrees(setup):
                                        "checks": figures})
     assert (auto.backend, auto.precision) == expected
     assert figures[f"{auto.backend}/{auto.precision}"]["miou_loss"] <= backends.MAX_MIOU_LOSS
+
+
+@pytest.mark.skipif("onnxruntime" not in INSTALLED, reason="onnxruntime is not installed")
+def test_ptq_writes_a_file_per_runtime_and_a_new_export_drops_them(setup, tmp_path):
+    import onnx
+    from onnx import numpy_helper
+    infer = str(tmp_path / "ptq")
+    setup["model"].quantize(setup["dataset"], infer, batch_nums=2, fixed_input_shape=[SIZE, SIZE])
+
+    def activation_zero_points(name):
+        graph = onnx.load(os.path.join(infer, name)).graph
+        constants = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+        points = [constants[n.input[2]] for n in graph.node
+                  if n.op_type == "QuantizeLinear" and n.input[0] not in constants]
+        assert points, name
+        return {p.dtype.name for p in points}, {int(v) for p in points for v in np.ravel(p)}
+
+    # ONNX Runtime's: uint8 activations with zero points; OpenVINO's: symmetric int8.
+    dtypes, _ = activation_zero_points(backends.INT8_ONNX_FILE)
+    assert dtypes == {"uint8"}
+    assert activation_zero_points(backends.OPENVINO_INT8_FILE) == ({"int8"}, {0})
+    assert backends.int8_file(infer, "onnxruntime").endswith(backends.INT8_ONNX_FILE)
+    assert backends.int8_file(infer, "openvino").endswith(backends.OPENVINO_INT8_FILE)
+    info = yaml.safe_load(open(os.path.join(infer, "model.yml")))["Export"]["ptq"]
+    assert info["files"] == {"onnxruntime": backends.INT8_ONNX_FILE,
+                             "openvino": backends.OPENVINO_INT8_FILE}
+    # A new export into the directory: the int8 files of the old program go with it.
+    setup["model"].export(infer, fixed_input_shape=[SIZE, SIZE])
+    assert not any(os.path.exists(os.path.join(infer, name))
+                   for name in (backends.INT8_ONNX_FILE, backends.OPENVINO_INT8_FILE))
+    export = yaml.safe_load(open(os.path.join(infer, "model.yml")))["Export"]
+    for backend in INSTALLED:
+        assert "int8" not in backends.supported_precisions(backend, infer, export)
 
 
 def test_ptq_rejects_bad_arguments(setup):

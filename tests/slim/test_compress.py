@@ -128,7 +128,8 @@ def test_every_report_file_exists_and_agrees(data, compressed):
             assert (folder / sub / "model" / "model.yml").is_file()
         if stage != "sensitivity":
             assert (folder / sub / "export" / "model.pdmodel").is_file()
-    assert (folder / "4_ptq" / "export" / "model.int8.onnx").is_file()
+    for name in ("model.int8.onnx", "model.int8.openvino.onnx"):
+        assert (folder / "4_ptq" / "export" / name).is_file()
     assert (folder / "1_sensitivity" / "model.sensi.data").is_file()
     assert not (folder / "2_pruned" / "train").exists()  # checkpoints go once a stage is complete
 
@@ -156,7 +157,8 @@ def test_every_report_file_exists_and_agrees(data, compressed):
         assert float(cells[8]) == pytest.approx(s["latency_total_ms"], abs=0.06)
         done = json.loads((folder / C.STAGE_DIRS[s["stage"]] / C.COMPLETE_FILE).read_text())["result"]
         assert {k: s[k] for k in done} == done  # report = marker + latency
-        names = ["model.int8.onnx"] if s["stage"] == "ptq" else ["model.pdmodel", "model.pdiparams"]
+        names = ([{"openvino": "model.int8.openvino.onnx"}.get(s["backend"], "model.int8.onnx")]
+                 if s["stage"] == "ptq" else ["model.pdmodel", "model.pdiparams"])
         assert s["export_bytes"] == sum((folder / s["export_dir"] / name).stat().st_size for name in names)
         assert 0 <= s["miou"] <= 1 and 0 <= s["miou_deployed"] <= 1
         assert s["latency_ms"] > 0 and s["latency_total_ms"] >= s["latency_ms"]
