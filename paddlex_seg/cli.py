@@ -379,10 +379,10 @@ def _add_serve(commands):
     p.add_argument("--port", type=int, default=8080)
     p.add_argument("--workers", type=int, default=1,
                    help="server processes, each with its own Predictor (default 1)")
-    p.add_argument("--backend", default=None,
-                   help="Predictor backend, if this Predictor has backend= (default: its own)")
-    p.add_argument("--precision", default=None,
-                   help="Predictor precision, if this Predictor has precision= (default: its own)")
+    p.add_argument("--backend", choices=["auto", "paddle", "openvino", "onnxruntime"], default=None,
+                   help="the Predictor's backend (default: auto)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "int8"], default=None,
+                   help="the Predictor's precision (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads per Predictor")
     p.add_argument("--max_batch_size", type=int, default=8, help="most images per model run")
     p.add_argument("--max_wait_ms", type=float, default=5.0,

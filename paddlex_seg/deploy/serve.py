@@ -42,7 +42,6 @@ import binascii
 import concurrent.futures
 import contextlib
 import dataclasses
-import inspect
 import io
 import json
 import logging
@@ -456,22 +455,16 @@ class BodyLimit:
 # === The app ============================================================================
 
 def _predictor_options(backend=None, precision=None, threads=None, predictor_options=None):
-    """Predictor keyword arguments; ``backend``/``precision`` only where the Predictor has them."""
-    params = inspect.signature(Predictor).parameters
+    """Predictor keyword arguments (None: the Predictor's own default)."""
     options = dict(predictor_options or {})
     for name, value in (("backend", backend), ("precision", precision)):
-        if value is None:
-            continue
-        if name not in params:
-            raise ValueError(f"{name}={value!r}: this paddlex_seg's Predictor has no {name!r} "
-                             "argument (it runs Paddle Inference in float32); leave it out")
-        options[name] = value
+        if value is not None:
+            options[name] = value
     if threads is not None:
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads must be an int >= 1, got {threads!r}")
-        for name in ("mkl_thread_num", "cpu_thread_num", "num_threads"):
-            if name in params:
-                options.setdefault(name, threads)
+        options.setdefault("mkl_thread_num", threads)
+        options.setdefault("cpu_thread_num", threads)
     return options
 
 
@@ -490,7 +483,8 @@ def _model_summary(model_dir, info, predictor, options):
     return {
         "model": info.get("Model"), "model_dir": os.path.abspath(model_dir),
         "status": info.get("status"), "model_status": export.get("model_status", "Normal"),
-        "precision": export.get("precision"), "labels": list(info.get("labels") or []),
+        "backend": predictor.backend, "precision": predictor.precision,
+        "labels": list(info.get("labels") or []),
         "num_classes": info.get("num_classes"), "input_shape": predictor.input_shape,
         "fixed_input_shape": export.get("fixed_input_shape"), "transforms": info.get("Transforms"),
         "aug": export.get("aug"), "init_params": info.get("_init_params"),
@@ -508,9 +502,9 @@ def create_app(model_dir, backend=None, precision=None, threads=None,
 
     Args:
         model_dir (str): an exported model (``model.export`` / ``paddlex_seg export``).
-        backend (str|None): passed to ``Predictor`` if it takes a ``backend`` argument;
+        backend (str|None): the Predictor's ``backend`` (None: its default, 'auto');
             an error otherwise. Default: None (the Predictor's default).
-        precision (str|None): the same for ``precision``. Default: None.
+        precision (str|None): the Predictor's ``precision`` (None: 'auto'). Default: None.
         threads (int|None): CPU threads of the Predictor. Default: None (its default).
         max_batch_size (int): most images per Predictor call. Default: 8.
         max_wait_ms (float): longest wait for more images once one is queued. Default: 5.

@@ -399,24 +399,19 @@ def test_two_workers_serve_and_shut_down_gracefully(exported, files, predictor, 
 
 # === Arguments ===
 
-def test_backend_and_precision_are_passed_only_to_a_predictor_that_takes_them(monkeypatch):
-    class WithBackend:
-        def __init__(self, model_dir, backend="paddle", precision="fp32", mkl_thread_num=4):
-            pass
-
-    class Plain:
-        def __init__(self, model_dir, mkl_thread_num=4, cpu_thread_num=1):
-            pass
-
-    monkeypatch.setattr(serve_module, "Predictor", WithBackend)
+def test_backend_precision_and_threads_reach_the_predictor(exported):
     assert serve_module._predictor_options("openvino", "bf16", 2) == {
-        "backend": "openvino", "precision": "bf16", "mkl_thread_num": 2}
-    monkeypatch.setattr(serve_module, "Predictor", Plain)
+        "backend": "openvino", "precision": "bf16", "mkl_thread_num": 2, "cpu_thread_num": 2}
     assert serve_module._predictor_options(None, None, 3) == {"mkl_thread_num": 3, "cpu_thread_num": 3}
-    with pytest.raises(ValueError, match="backend='openvino'.*has no 'backend' argument"):
-        serve_module._predictor_options("openvino", None, None)
     with pytest.raises(ValueError, match="threads must be an int >= 1, got 0"):
         serve_module._predictor_options(None, None, 0)
+    # /model says what runs the model; a bad choice fails at start-up, naming it.
+    from fastapi.testclient import TestClient
+    with TestClient(serve_module.create_app(exported, backend="paddle", precision="fp32")) as client:
+        summary = client.get("/model").json()
+    assert (summary["backend"], summary["precision"]) == ("paddle", "fp32")
+    with pytest.raises(ValueError, match="backend must be 'auto' or one of"):
+        serve_module.create_app(exported, backend="tensorrt")
 
 
 def test_cli_errors_before_serving(exported, tmp_path, capsys):
