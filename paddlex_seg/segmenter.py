@@ -548,6 +548,12 @@ class BaseSegmenter:
             check(save_dir, calibration_dataset)
         return save_dir
 
+    def save_quantized_program(self, layer, path_prefix, input_spec):
+        """Write the int8 inference program of a quantized (QAT) model: what ``export``
+        calls for status 'Quantized'. ``layer`` is ``self.net`` or a Layer wrapping it."""
+        from .slim.quant import save_quantized_inference_model
+        save_quantized_inference_model(layer, self.quanter, path_prefix, input_spec)
+
     def _save_checkpoint(self, path, optimizer, train_state, metrics):
         self.eval_metrics = metrics
         info = self.model_info()

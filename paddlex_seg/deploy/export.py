@@ -24,8 +24,9 @@ Input shape
 Model kinds
     * float and pruned models (``model.status`` 'Normal' / 'Pruned'; a pruned network
       is simply smaller) go through ``paddle.jit.save``;
-    * quantized models ('Quantized', holding ``model.quanter`` from QAT) go through
-      ``paddlex_seg.slim.quant.save_quantized_inference_model``, which writes the
+    * quantized models ('Quantized', holding ``model.quanter`` from QAT) are saved by
+      the model itself (``model.save_quantized_program``, which hands over to
+      ``paddlex_seg.slim.quant``; deployment does not import the training side): the
       quantize/dequantize program that Paddle Inference runs in int8 on CPU.
 
 Test-time augmentation
@@ -196,7 +197,8 @@ def export_inference_model(model, save_dir, fixed_input_shape=None, onnx=False, 
     if status not in ("Normal", "Pruned", "Quantized"):
         raise ValueError(f"model.status is {status!r}; export handles 'Normal', 'Pruned' and "
                          "'Quantized' models")
-    if status == "Quantized" and getattr(model, "quanter", None) is None:
+    if status == "Quantized" and (getattr(model, "quanter", None) is None
+                                  or not hasattr(model, "save_quantized_program")):
         raise ValueError("model.status is 'Quantized' but model.quanter is missing: export a "
                          "quantized model from the object that ran quant_aware_train, or from "
                          "paddlex_seg.load_model of its saved directory")
@@ -311,8 +313,7 @@ def _save_program(model, status, path_prefix, input_spec):
     wrapper.eval()
     try:
         if status == "Quantized":
-            from ..slim.quant import save_quantized_inference_model
-            save_quantized_inference_model(wrapper, model.quanter, path_prefix, input_spec)
+            model.save_quantized_program(wrapper, path_prefix, input_spec)
         else:
             # The old IR: Paddle Inference 3.3 runs it with oneDNN, OpenVINO reads it.
             with compat.legacy_program_ir():
