@@ -22,7 +22,7 @@ Predictor's 'inference' timing) and end to end (with pre- and postprocessing).
     python benchmarks/compress.py --data synthetic --size 128
     python benchmarks/compress.py --model FastSCNN --size 256 --train_epochs 40
 
-The one-call pipeline ``model.compress`` (paddlex_seg/slim/compress.py) measures the
+The one-call pipeline ``model.compress`` (paddlex_seg/compress.py) measures the
 same columns for sensitivity -> prune -> fine-tune -> QAT of the PRUNED model, stage by
 stage, resumable, with a report and pictures (benchmarks/compress_membrane.py runs it
 on the membrane slices). This script keeps its own order because it also quantizes the

@@ -90,7 +90,7 @@ def float_model(args, train_ds, eval_ds):
 
 
 def read_stage_seconds(save_dir):
-    from paddlex_seg.slim.compress import COMPLETE_FILE, STAGE_DIRS
+    from paddlex_seg.compress import COMPLETE_FILE, STAGE_DIRS
     for sub in STAGE_DIRS.values():
         path = os.path.join(save_dir, sub, COMPLETE_FILE)
         if os.path.isfile(path):

@@ -418,7 +418,7 @@ class BaseSegmenter:
         the two. A stage is complete once its ``complete.json`` is
         written (last, atomically); a rerun skips complete stages, and a fine-tune or
         QAT that was killed resumes from its last ``epoch_N`` checkpoint. This model
-        is not changed. Details: ``paddlex_seg.slim.compress`` and docs/compression.md.
+        is not changed. Details: ``paddlex_seg.compress`` and docs/compression.md.
 
         Args:
             train_dataset (SegDataset): fine-tuning and QAT data, with training transforms.
@@ -459,7 +459,7 @@ class BaseSegmenter:
             latency_total_ms, model_dir, export_dir, ...), 'settings', 'latency' (how it
             was measured), 'skipped_stages', 'resumed', 'files' and 'seconds'.
         """
-        from .slim.compress import compress
+        from .compress import compress  # the workflow over a model, beside this module
         return compress(
             self, train_dataset, eval_dataset, pruned_flops=pruned_flops, quant=quant,
             finetune_epochs=finetune_epochs, qat_epochs=qat_epochs, save_dir=save_dir,

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     import os, sys, subprocess
     import numpy as np
     import paddlex_seg as seg
-    from paddlex_seg.slim.compress import plot_sensitivity, plot_tradeoff
+    from paddlex_seg.compress import plot_sensitivity, plot_tradeoff
 
     out = sys.argv[1]
     gray = seg.make_synthetic_dataset(os.path.join(out, "gray"), num_train=2, num_val=1,

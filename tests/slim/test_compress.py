@@ -26,7 +26,7 @@ import paddlex_seg as seg
 from paddlex_seg import cli, segmenter
 from paddlex_seg import transforms as T
 from paddlex_seg.engine.train import Trainer
-from paddlex_seg.slim import compress as C
+from paddlex_seg import compress as C
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))

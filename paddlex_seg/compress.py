@@ -60,8 +60,9 @@ import time
 import numpy as np
 import yaml
 
-from ..log import logger
-from ..utils.checks import check_bool as _check_bool, check_int as _check_int
+from . import segmenter
+from .log import logger
+from .utils.checks import check_bool as _check_bool, check_int as _check_int
 
 __all__ = ["compress", "STAGE_DIRS", "COMPLETE_FILE", "INPUTS_FILE"]
 
@@ -113,9 +114,9 @@ def compress(model, train_dataset, eval_dataset, pruned_flops=0.3, quant=True, f
 # === Argument checks ===
 
 def _check_arguments(model, train_dataset, eval_dataset, **s):
-    from ..deploy.export import parse_fixed_input_shape
-    from .prune import CRITERIA
-    from .quant import check_quant_config
+    from .deploy.export import parse_fixed_input_shape
+    from .slim.prune import CRITERIA
+    from .slim.quant import check_quant_config
 
     if not hasattr(model, "net") or not hasattr(model, "model_info"):
         raise ValueError(f"model must be a paddlex_seg model (e.g. seg.UNet), got {type(model).__name__}")
@@ -176,7 +177,7 @@ def _check_arguments(model, train_dataset, eval_dataset, **s):
     _check_bool("use_vdl", s["use_vdl"])
     _check_bool("keep_checkpoints", s["keep_checkpoints"])
     if s["num_workers"] is not None:
-        from ..data.dataset import resolve_num_workers
+        from .data.dataset import resolve_num_workers
         s["num_workers"] = resolve_num_workers(s["num_workers"])  # ValueError names it
     parse_fixed_input_shape(s["fixed_input_shape"])
     s["quant_config"] = check_quant_config(s["quant_config"]) if s["quant"] else None
@@ -341,12 +342,12 @@ class _Pipeline:
             resume = None  # checkpoints without the record of their pruning: start afresh
             shutil.rmtree(train_dir)
         if resume is None:
-            from ..segmenter import SENSITIVITIES_FILE
-            from .prune import load_sensitivities
+            from .slim.prune import load_sensitivities
             model = self._load("float")
             # What analyze_sensitivity leaves on the model, read from the sensitivity stage
             # (calling it again would trace the network once more just to find the file).
-            model.sensitivities = load_sensitivities(self._dir("sensitivity", SENSITIVITIES_FILE))
+            model.sensitivities = load_sensitivities(
+                self._dir("sensitivity", segmenter.SENSITIVITIES_FILE))
             model.pruning_criterion = self.s["criterion"]
             model.prune(pruned_flops=self.s["pruned_flops"])
             before = model.evaluate(self.eval_dataset, batch_size=self.s["eval_batch_size"])["miou"]
@@ -388,8 +389,8 @@ class _Pipeline:
 
     def _run_ptq(self, folder, source):
         """Post-training int8 of the source stage's model: ``model.quantize`` into export/."""
-        from ..deploy import Predictor
-        from ..deploy.backends import int8_file
+        from .deploy import Predictor
+        from .deploy.backends import int8_file
         model = self._load(source)
         export_dir = model.quantize(self.train_dataset, os.path.join(folder, EXPORT_SUBDIR),
                                     batch_nums=self.s["ptq_batches"],
@@ -427,15 +428,13 @@ class _Pipeline:
                     resume_checkpoint=resume)
 
     def _resume_from(self, checkpoint_dir, stage):
-        from ..segmenter import load_model
         logger.info(f"Stage {STAGE_DIRS[stage]}: resuming from {checkpoint_dir}")
         self.resumed[stage] = os.path.relpath(checkpoint_dir, self.root)
-        return load_model(checkpoint_dir)
+        return segmenter.load_model(checkpoint_dir)
 
     def _finish_training(self, stage, model, state, folder, flops=None):
         """Keep the best epoch of a fine-tune / QAT run as the stage's model, export and measure it."""
-        from ..checkpoint import ModelDirError, resolve_model_dir
-        from ..segmenter import load_model
+        from .checkpoint import ModelDirError, resolve_model_dir
         if state.best_model_epoch != state.epoch:
             best = os.path.join(folder, TRAIN_SUBDIR, "best_model")
             try:
@@ -443,21 +442,20 @@ class _Pipeline:
             except ModelDirError:
                 # Killed between writing epoch_N and best_model: epoch_N has the same weights.
                 best = os.path.join(folder, TRAIN_SUBDIR, f"epoch_{state.best_model_epoch}")
-            model = load_model(best)
+            model = segmenter.load_model(best)
         model.save(os.path.join(folder, MODEL_SUBDIR))
         result = self._measure(stage, model, folder, flops=flops)
         result["best_epoch"] = int(model.best_model_epoch)
         return result
 
     def _load(self, stage):
-        from ..segmenter import load_model
-        return load_model(self._dir(stage, MODEL_SUBDIR))
+        return segmenter.load_model(self._dir(stage, MODEL_SUBDIR))
 
     # --- measurements ----------------------------------------------------------------
     def _measure(self, stage, model, folder, flops=None):
         """mIoU, size and FLOPs of a stage's model, exported to ``folder/export``."""
-        from ..deploy import Predictor
-        from .prune import flops as count_flops
+        from .deploy import Predictor
+        from .slim.prune import flops as count_flops
         export_dir = model.export(os.path.join(folder, EXPORT_SUBDIR),
                                   fixed_input_shape=self.s["fixed_input_shape"])
         miou = model.evaluate(self.eval_dataset, batch_size=self.s["eval_batch_size"])["miou"]
@@ -484,8 +482,8 @@ class _Pipeline:
 
     def _measure_latency(self, rows):
         """Median latency of every stage's export on one image; the exports take turns."""
-        from ..data.dataset import read_image
-        from ..deploy import Predictor
+        from .data.dataset import read_image
+        from .deploy import Predictor
         threads, warmup, repeats = (self.s[k] for k in ("latency_threads", "latency_warmup",
                                                         "latency_repeats"))
         image = read_image(self.eval_dataset.samples[0][0])
@@ -523,9 +521,8 @@ class _Pipeline:
         s = self.s
         sens_png = None
         if sensitivity is not None:
-            from ..segmenter import SENSITIVITIES_FILE
-            from .prune import load_sensitivities
-            sens = load_sensitivities(self._dir("sensitivity", SENSITIVITIES_FILE))
+            from .slim.prune import load_sensitivities
+            sens = load_sensitivities(self._dir("sensitivity", segmenter.SENSITIVITIES_FILE))
             pruning = _read_json(self._dir("pruned", PRUNING_FILE))
             chosen = pruning["pruning"]["steps"][-1]["ratios"] if pruning else {}
             sens_png = os.path.join(self.root, SENSITIVITY_PNG)
@@ -562,14 +559,13 @@ class _Pipeline:
 # === Helpers ===
 
 def _sensitivity_ratios():
-    from .. import segmenter
     return segmenter.SENSITIVITY_RATIOS
 
 
 def _input_shape(eval_dataset, fixed_input_shape):
     """[1, 3, H, W]: what the first val image becomes after the eval transforms."""
-    from ..data.dataset import read_image
-    from ..deploy.export import parse_fixed_input_shape
+    from .data.dataset import read_image
+    from .deploy.export import parse_fixed_input_shape
     fixed = parse_fixed_input_shape(fixed_input_shape)
     if fixed is not None:
         return [1, 3, fixed[1], fixed[2]]
@@ -593,7 +589,7 @@ def _latest_checkpoint(train_dir):
     """The newest ``epoch_N`` of a training run (also one left as ``epoch_N.old``), or None."""
     if not os.path.isdir(train_dir):
         return None
-    from ..checkpoint import ModelDirError, resolve_model_dir
+    from .checkpoint import ModelDirError, resolve_model_dir
     epochs = []
     for name in os.listdir(train_dir):
         stem = name[:-len(".old")] if name.endswith(".old") else name
@@ -611,8 +607,8 @@ def _latest_checkpoint(train_dir):
 
 def _predictor_miou(predictor, eval_dataset, num_classes):
     """mIoU of an export's label maps at each val image's own size."""
-    from ..data.dataset import read_image, read_label
-    from ..engine.metrics import confusion_matrix, metrics_from_confusion
+    from .data.dataset import read_image, read_label
+    from .engine.metrics import confusion_matrix, metrics_from_confusion
     cm = np.zeros((num_classes, num_classes), dtype="int64")
     # The transforms the export records (they resize to a fixed input shape, if any).
     transforms = predictor.transforms or eval_dataset.transforms
@@ -623,8 +619,8 @@ def _predictor_miou(predictor, eval_dataset, num_classes):
 
 
 def _exported_bytes(export_dir):
-    from .. import compat
-    from ..deploy.export import MODEL_PREFIX, PARAMS_FILE
+    from . import compat
+    from .deploy.export import MODEL_PREFIX, PARAMS_FILE
     program = compat.program_file(os.path.join(export_dir, MODEL_PREFIX))
     return int(os.path.getsize(program) + os.path.getsize(os.path.join(export_dir, PARAMS_FILE)))
 
@@ -776,7 +772,7 @@ def _figure(width, height):
 
 
 def _save_figure(fig, path):
-    from .._zlib_first import check_png_writes
+    from ._zlib_first import check_png_writes
     check_png_writes(path)
     _atomic_write(path, lambda f: fig.savefig(f, format="png", bbox_inches="tight"))
 
