@@ -48,6 +48,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from ..._zlib_first import check_png_writes
 from ..dataset import SegDataError
 from ._files import (IGNORE, IMAGE_EXTS, find_files, match_pairs, read_names, rel,
                      write_index_png, write_lines)
@@ -274,6 +275,7 @@ def _labelme_image(doc, path, input_dir, stem, opts):
 
 
 def _reencode_png(data):
+    check_png_writes("(a LabelMe imageData re-encoded as PNG)")
     with Image.open(io.BytesIO(data)) as image:
         out = io.BytesIO()
         image.save(out, format='PNG')  # not a label: no palette check needed for RGB data
